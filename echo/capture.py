@@ -1,0 +1,373 @@
+"""Capture: one WSGI request -> one `RequestRecord`, parsed once, nothing lost.
+
+A pure step: it reads the request body from ``wsgi.input`` and nothing else; no
+Flask globals, no store, no clock beyond the id source. Anything that cannot be
+parsed (invalid JSON, broken multipart, bad gzip, undecodable text) becomes a
+sentence in ``errors`` while the raw bytes stay in the record.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import io
+import json
+import math
+import zlib
+from dataclasses import dataclass
+from typing import Any, Iterator
+from urllib.parse import quote, unquote_to_bytes
+
+from werkzeug.formparser import FormDataParser
+from werkzeug.http import parse_cookie, parse_options_header
+from werkzeug.wsgi import get_input_stream
+
+from .config import MAX_BODY_BYTES, MAX_FORM_PARTS, MAX_JSON_DEPTH, Settings
+from .records import FileInfo, IdSource, Pairs, RequestRecord
+
+_READ_CHUNK = 64 * 1024
+_DECODERS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureLimits:
+    max_body: int = MAX_BODY_BYTES
+    max_json_depth: int = MAX_JSON_DEPTH
+    max_form_parts: int = MAX_FORM_PARTS
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "CaptureLimits":
+        return cls(settings.max_body, settings.max_json_depth, settings.max_form_parts)
+
+
+class _JSONRejected(ValueError):
+    """A JSON body that is valid to Python but cannot be echoed as RFC 8259 JSON."""
+
+
+def capture(environ: dict[str, Any], limits: CaptureLimits, ids: IdSource) -> RequestRecord:
+    """Read and parse one request. Never raises for anything a client can send."""
+    request_id, started = ids.next()
+    errors: list[str] = []
+
+    method = environ.get("REQUEST_METHOD", "GET")
+    raw_query = environ.get("QUERY_STRING", "").encode("latin-1", "replace")
+    path = _utf8(environ.get("PATH_INFO", "").encode("latin-1", "replace"), "path", errors)
+    query_string = raw_query.decode("utf-8", "replace")
+    headers = _headers(environ, errors)
+    args = _pairs(raw_query, "query", errors)
+
+    body, size, digest, too_large = _read_body(environ, limits.max_body)
+    content_type = environ.get("CONTENT_TYPE", "")
+    mimetype, options = parse_options_header(content_type)
+    encoding_header = environ.get("HTTP_CONTENT_ENCODING", "").strip().lower()
+
+    content: bytes | None = None
+    form: Pairs = ()
+    files: tuple[FileInfo, ...] = ()
+    parsed_json: Any = None
+    if too_large:
+        errors.append(f"body of {size} bytes exceeds the limit of {limits.max_body} bytes (--max-body)")
+    else:
+        content, encoding_error, bomb = _decode_content(body, encoding_header, limits.max_body)
+        if bomb:
+            too_large = True
+            errors.append(
+                f"{encoding_header}-decoded body exceeds the limit of {limits.max_body} bytes (--max-body)"
+            )
+        elif encoding_error:
+            errors.append(encoding_error)
+        else:
+            data = body if content is None else content
+            _check_charset(data, mimetype, options, errors)
+            if data:
+                form, files, parsed_json = _parse_body(data, mimetype, options, limits, errors)
+
+    return RequestRecord(
+        id=request_id,
+        started=started,
+        method=method,
+        url=_url(environ),
+        path=path,
+        query_string=query_string,
+        http_version=environ.get("SERVER_PROTOCOL", "HTTP/1.1"),
+        remote_addr=environ.get("REMOTE_ADDR", ""),
+        args=args,
+        headers=headers,
+        cookies=tuple(parse_cookie(environ).items(multi=True)),
+        form=form,
+        files=files,
+        json=parsed_json,
+        body=body,
+        body_size=size,
+        body_sha256=digest,
+        content=content,
+        content_encoding=encoding_header or None,
+        errors=tuple(errors),
+        too_large=too_large,
+    )
+
+
+def decode_text(data: bytes, content_type: str | None) -> str | None:
+    """The body as text in its declared charset (UTF-8 when none), or None."""
+    charset = "utf-8"
+    if content_type:
+        declared = parse_options_header(content_type)[1].get("charset")
+        if declared:
+            try:
+                charset = codecs.lookup(declared).name
+            except LookupError:
+                pass
+    try:
+        return data.decode(charset)
+    except (UnicodeDecodeError, LookupError):
+        return None
+
+
+def _utf8(raw: bytes, what: str, errors: list[str]) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        errors.append(f"{what} is not valid UTF-8; invalid bytes shown as U+FFFD")
+        return raw.decode("utf-8", "replace")
+
+
+def _headers(environ: dict[str, Any], errors: list[str]) -> Pairs:
+    pairs = []
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            name = key[5:].replace("_", "-").title()
+        elif key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            if not value:
+                continue
+            name = key.replace("_", "-").title()
+        else:
+            continue
+        if not value.isascii():
+            raw = value.encode("latin-1", "replace")
+            try:
+                value = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                errors.append(f"header {name} is not valid UTF-8; shown as Latin-1")
+        pairs.append((name, value))
+    return tuple(pairs)
+
+
+def _split_query(raw: bytes) -> list[tuple[bytes, bytes]]:
+    """application/x-www-form-urlencoded on bytes: '&'-separated, '+' is space, %XX decoded."""
+    pairs = []
+    for piece in raw.split(b"&"):
+        if not piece:
+            continue
+        key, _, value = piece.partition(b"=")
+        pairs.append((unquote_to_bytes(key.replace(b"+", b" ")), unquote_to_bytes(value.replace(b"+", b" "))))
+    return pairs
+
+
+def _pairs(raw: bytes, what: str, errors: list[str]) -> Pairs:
+    if not raw:
+        return ()
+    pairs = []
+    bad = False
+    for key, value in _split_query(raw):
+        try:
+            pairs.append((key.decode("utf-8"), value.decode("utf-8")))
+        except UnicodeDecodeError:
+            bad = True
+            pairs.append((key.decode("utf-8", "replace"), value.decode("utf-8", "replace")))
+    if bad:
+        errors.append(f"{what} is not valid UTF-8 after percent-decoding; invalid bytes shown as U+FFFD")
+    return tuple(pairs)
+
+
+def _read_body(environ: dict[str, Any], max_body: int) -> tuple[bytes, int, str, bool]:
+    """Read the whole body: keep at most max_body bytes, but hash and count all of it."""
+    stream = get_input_stream(environ, safe_fallback=False)
+    digest = hashlib.sha256()
+    kept: list[bytes] = []
+    size = 0
+    while True:
+        try:
+            chunk = stream.read(_READ_CHUNK)
+        except Exception:  # noqa: BLE001 - a client that vanished mid-body
+            break
+        if not chunk:
+            break
+        digest.update(chunk)
+        if size < max_body:
+            kept.append(chunk[: max_body - size])
+        size += len(chunk)
+    return b"".join(kept), size, digest.hexdigest(), size > max_body
+
+
+def _decode_content(body: bytes, encoding: str, max_body: int) -> tuple[bytes | None, str | None, bool]:
+    """Undo Content-Encoding. Returns (decoded or None, error, exceeded max_body)."""
+    if not encoding or encoding == "identity" or not body:
+        return None, None, False
+    codings = [c.strip() for c in encoding.split(",") if c.strip() and c.strip() != "identity"]
+    data = body
+    for coding in reversed(codings):
+        wbits = _DECODERS.get(coding)
+        if wbits is None:
+            return None, f"Content-Encoding {coding!r} is not supported (gzip, deflate); body left as received", False
+        try:
+            data, over = _inflate(data, wbits, max_body)
+            if over:
+                return None, None, True
+        except zlib.error as exc:
+            if coding == "deflate":
+                # Some senders use raw deflate (no zlib header) for "deflate".
+                try:
+                    data, over = _inflate(data, -zlib.MAX_WBITS, max_body)
+                    if over:
+                        return None, None, True
+                    continue
+                except zlib.error:
+                    pass
+            return None, f"could not decode {coding} body: {exc}; body left as received", False
+    return data, None, False
+
+
+def _inflate(data: bytes, wbits: int, max_body: int) -> tuple[bytes, bool]:
+    # max_length stops a decompression bomb before it is inflated in memory.
+    inflater = zlib.decompressobj(wbits)
+    out = inflater.decompress(data, max_body + 1)
+    if len(out) > max_body:
+        return b"", True
+    if not inflater.eof:
+        raise zlib.error("truncated compressed data")
+    return out, False
+
+
+def _check_charset(data: bytes, mimetype: str, options: dict[str, str], errors: list[str]) -> None:
+    declared = options.get("charset")
+    if declared:
+        try:
+            codecs.lookup(declared)
+        except LookupError:
+            errors.append(f"unknown charset {declared!r}; body shown as UTF-8 or base64")
+            return
+    if data and (declared or mimetype.startswith("text/") or _is_json_type(mimetype)):
+        if decode_text(data, f"{mimetype}; charset={declared}" if declared else None) is None:
+            errors.append(f"body is not valid {declared or 'UTF-8'}; shown as base64")
+
+
+def _is_json_type(mimetype: str) -> bool:
+    return mimetype == "application/json" or mimetype.endswith("+json")
+
+
+def _parse_body(
+    data: bytes, mimetype: str, options: dict[str, str], limits: CaptureLimits, errors: list[str]
+) -> tuple[Pairs, tuple[FileInfo, ...], Any]:
+    form: Pairs = ()
+    files: tuple[FileInfo, ...] = ()
+    parsed: Any = None
+    if mimetype == "application/x-www-form-urlencoded":
+        form = _pairs(data, "form body", errors)
+        if len(form) > limits.max_form_parts:
+            errors.append(
+                f"form has {len(form)} fields, more than the limit of {limits.max_form_parts} (--max-form-parts); form left empty"
+            )
+            form = ()
+    elif mimetype.startswith("multipart/"):
+        form, files = _parse_multipart(data, mimetype, options, limits, errors)
+    if _is_json_type(mimetype):
+        parsed = _parse_json(data, limits.max_json_depth, errors, strict=True)
+    elif mimetype in ("", "text/plain") and data.lstrip()[:1] in (b"{", b"["):
+        # Senders that forget the Content-Type still get their JSON parsed;
+        # a body that merely looks like JSON is not an error when it is not.
+        parsed = _parse_json(data, limits.max_json_depth, errors, strict=False)
+    return form, files, parsed
+
+
+def _parse_multipart(
+    data: bytes, mimetype: str, options: dict[str, str], limits: CaptureLimits, errors: list[str]
+) -> tuple[Pairs, tuple[FileInfo, ...]]:
+    parser = FormDataParser(
+        max_form_memory_size=None, max_content_length=None, max_form_parts=limits.max_form_parts, silent=False
+    )
+    try:
+        _, form, files = parser.parse(io.BytesIO(data), mimetype, len(data), options)
+    except ValueError as exc:
+        errors.append(f"invalid multipart body: {exc}")
+        return (), ()
+    except Exception as exc:  # noqa: BLE001 - werkzeug raises HTTPException for too many parts
+        errors.append(f"multipart body not parsed: {getattr(exc, 'description', exc)} (--max-form-parts)")
+        return (), ()
+    infos = []
+    for name, storage in files.items(multi=True):
+        digest = hashlib.sha256()
+        size = 0
+        for chunk in iter(lambda: storage.stream.read(_READ_CHUNK), b""):
+            digest.update(chunk)
+            size += len(chunk)
+        infos.append(FileInfo(name, storage.filename or "", storage.content_type or "", size, digest.hexdigest()))
+    return tuple(form.items(multi=True)), tuple(infos)
+
+
+def _reject_constant(name: str) -> Any:
+    raise _JSONRejected(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _JSONRejected(f"number {text[:40]} is too large to echo as JSON")
+    return value
+
+
+def _parse_json(data: bytes, max_depth: int, errors: list[str], strict: bool) -> Any:
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        if strict:
+            errors.append("invalid JSON: body is not UTF-8")
+        return None
+    try:
+        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+    except _JSONRejected as exc:
+        errors.append(f"invalid JSON: {exc}")
+        return None
+    except RecursionError:
+        errors.append(f"JSON nested deeper than {max_depth} levels (--max-json-depth); shown in body only")
+        return None
+    except ValueError as exc:  # JSONDecodeError, and ints over Python's digit limit
+        if strict or not isinstance(exc, json.JSONDecodeError):
+            errors.append(f"invalid JSON: {exc}")
+        return None
+    if _depth_exceeds(value, max_depth):
+        errors.append(f"JSON nested deeper than {max_depth} levels (--max-json-depth); shown in body only")
+        return None
+    return value
+
+
+def _depth_exceeds(value: Any, max_depth: int) -> bool:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > max_depth:
+                return True
+            children: Iterator[Any] = iter(item.values() if isinstance(item, dict) else item)
+            stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+
+
+def _url(environ: dict[str, Any]) -> str:
+    scheme = environ.get("wsgi.url_scheme", "http")
+    host = environ.get("HTTP_HOST") or f"{environ.get('SERVER_NAME', '')}:{environ.get('SERVER_PORT', '')}"
+    raw = environ.get("REQUEST_URI") or environ.get("RAW_URI")
+    if raw:
+        target = _escape_raw(raw.encode("latin-1", "replace"))
+        if target.startswith("/"):
+            return f"{scheme}://{_escape_raw(host.encode('latin-1', 'replace'))}{target}"
+        return target
+    path = quote(environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""), safe="/:@!$&'()*+,;=~-._")
+    query = environ.get("QUERY_STRING", "")
+    return f"{scheme}://{host}{path}" + (f"?{_escape_raw(query.encode('latin-1', 'replace'))}" if query else "")
+
+
+def _escape_raw(raw: bytes) -> str:
+    # Keep the target exactly as sent, percent-encoding only bytes a URL cannot hold.
+    if all(0x21 <= b <= 0x7E for b in raw):
+        return raw.decode("ascii")
+    return "".join(chr(b) if 0x21 <= b <= 0x7E else f"%{b:02X}" for b in raw)

@@ -1,0 +1,150 @@
+"""The command line: flags from the settings table, then waitress. Nothing else.
+
+`echo-server` and `python -m echo` both land in `main`. A bad flag or variable
+is one line on stderr and exit 2; SIGTERM and Ctrl-C stop the server cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from typing import Any, NoReturn, Sequence
+
+from . import __version__
+from .config import SETTINGS, ConfigError, Settings, load_settings
+
+# waitress refuses bodies past this on its own (plain 413, not recorded); up to
+# it the echo reads, counts and records an over-limit body before its JSON 413.
+WAITRESS_BODY_FACTOR = 4
+# Threads still busy (a long _delay) get this long after SIGTERM.
+SHUTDOWN_GRACE_SECONDS = 2.0
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="echo-server",
+        description="Echo: answers every request with a JSON document of what arrived, "
+        "and keeps a browsable history at the inspector prefix.",
+        epilog="Every flag also reads its ECHO_* environment variable; the flag wins.",
+    )
+    for setting in SETTINGS:
+        default = setting.default
+        shown = ",".join(default) if isinstance(default, tuple) else default
+        text = f"{setting.help} [env {setting.env}; default {shown!r}]"
+        if setting.metavar is None:
+            parser.add_argument(setting.flag, dest=setting.name, action="store_const", const=True, default=None,
+                                help=text)
+        else:
+            parser.add_argument(setting.flag, dest=setting.name, metavar=setting.metavar, default=None, help=text)
+    parser.add_argument("--version", action="version", version=f"echo-server {__version__}")
+    return parser
+
+
+def parse(argv: Sequence[str] | None, environ: dict[str, str]) -> Settings:
+    args = build_parser().parse_args(argv)
+    return load_settings(environ, {k: v for k, v in vars(args).items() if v is not None})
+
+
+def _configure_logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for name in ("echo", "waitress"):
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    # waitress warns "Task queue depth is N" for every request that waits for a
+    # free thread: thousands of lines under load, each costing a write. Queueing
+    # is normal for a load-test target, so only errors from it are shown.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+
+
+def _listen_urls(server: Any, settings: Settings) -> tuple[str, str]:
+    port = getattr(server, "effective_port", None)
+    host = getattr(server, "effective_host", settings.host)
+    if port is None:
+        host, port = server.effective_listen[0][:2]
+    if ":" in str(host):
+        host = f"[{host}]"
+    base = f"http://{host}:{port}"
+    return f"{base}/", f"{base}{settings.ui_prefix}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    environ = dict(os.environ)
+    try:
+        settings = parse(argv, environ)
+    except ConfigError as exc:
+        print(f"echo-server: error: {exc}", file=sys.stderr)
+        return 2
+    _configure_logging()
+
+    from waitress.server import create_server
+
+    from . import create_app
+
+    try:
+        app = create_app(settings)
+    except ConfigError as exc:
+        print(f"echo-server: error: {exc}", file=sys.stderr)
+        return 2
+    store = app.extensions["echo.store"]
+    health = store.health()
+    if not health.ok:
+        if not settings.start_without_store:
+            print(f"echo-server: error: history store {settings.store} is unreachable: {health.detail} "
+                  "(--start-without-store to start anyway)", file=sys.stderr)
+            return 1
+        logging.getLogger("echo").error("starting without the history store: %s", health.detail)
+
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "threads": settings.threads,
+        "ident": "Echo",
+        "max_request_header_size": settings.max_header,
+        "max_request_body_size": max(settings.max_body * WAITRESS_BODY_FACTOR, settings.max_body + 1024 * 1024),
+        # Keep X-Forwarded-* visible in the echo unless a proxy is trusted.
+        "clear_untrusted_proxy_headers": False,
+        "asyncore_use_poll": True,
+    }
+    if settings.trusted_proxy:
+        options["trusted_proxy"] = settings.trusted_proxy
+        options["trusted_proxy_headers"] = "x-forwarded-for x-forwarded-host x-forwarded-proto x-forwarded-port"
+    try:
+        server = create_server(app, **options)
+    except OSError as exc:
+        print(f"echo-server: error: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 2
+
+    echo_url, ui_url = _listen_urls(server, settings)
+    print(f"Echo {__version__} listening on {echo_url} - inspector at {ui_url} "
+          f"(history: {health.backend}, {settings.history} kept)", flush=True)
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.task_dispatcher.shutdown(cancel_pending=True, timeout=SHUTDOWN_GRACE_SECONDS)
+        server.close()
+        store.close()
+    print("Echo stopped", flush=True)
+    return 0
+
+
+def run() -> NoReturn:
+    sys.exit(main())

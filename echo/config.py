@@ -1,0 +1,244 @@
+"""Settings: one table of name -> converter -> default, shared by flags, env and --help.
+
+Every limit Echo enforces is named here once, with the reason for its default.
+`load_settings` layers defaults, then ``ECHO_*`` environment variables, then
+explicit overrides (the CLI's flags or ``create_app(config)``), and fails fast
+with one `ConfigError` line on an unknown or malformed value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
+
+# Large enough for real webhook payloads and file uploads people debug, small
+# enough that a handful of concurrent uploads cannot exhaust a CI container.
+MAX_BODY_BYTES = 10 * 1024 * 1024
+
+# Bodies kept per exchange in history. 64 KiB shows any JSON or form payload in
+# full while 1000 kept exchanges stay near 64 MiB even with large uploads.
+KEEP_BODY_BYTES = 64 * 1024
+
+# A delay longer than this is almost always a typo (ms meant as s) and would
+# hold a worker thread for that long.
+MAX_DELAY_SECONDS = 10.0
+
+# Exchanges kept in history: a few minutes of a busy test run.
+HISTORY_LIMIT = 1000
+
+# Request line plus headers. Browsers and proxies cap headers near 8-64 KiB;
+# beyond this waitress answers 431 before the app runs.
+MAX_HEADER_BYTES = 64 * 1024
+
+# Nesting depth of a JSON body echoed back as `json`. Deeper documents are
+# adversarial (they exist to blow up recursive encoders) and stay in `body`.
+MAX_JSON_DEPTH = 128
+
+# Multipart parts and urlencoded fields parsed into `form`/`files`; werkzeug's
+# own default, named so it is visible and configurable.
+MAX_FORM_PARTS = 1000
+
+# Worker threads. Each `_delay` holds one thread for its duration, so a few more
+# than waitress's default of 4 keep delayed requests from starving the others.
+THREADS = 8
+
+LOG_FORMATS = ("text", "json", "pretty", "off")
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; its message is one line for the user."""
+
+
+def _int(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    def convert(raw: str) -> int:
+        try:
+            value = int(str(raw).strip().replace("_", ""))
+        except ValueError:
+            raise ConfigError(f"{raw!r} is not a whole number") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            upper = f" and {maximum}" if maximum is not None else ""
+            raise ConfigError(f"{value} is out of range: must be at least {minimum}{upper}")
+        return value
+
+    return convert
+
+
+def _seconds(raw: str) -> float:
+    try:
+        value = float(str(raw).strip())
+    except ValueError:
+        raise ConfigError(f"{raw!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{raw!r} must be a finite number of seconds, 0 or more")
+    return value
+
+
+def _bool(raw: str | bool) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{raw!r} is not a boolean (use true or false)")
+
+
+def _host(raw: str) -> str:
+    text = str(raw).strip()
+    if not text or any(c.isspace() for c in text):
+        raise ConfigError(f"{raw!r} is not a host name or address")
+    return text
+
+
+def _store(raw: str) -> str:
+    text = str(raw).strip()
+    scheme = urlsplit(text).scheme.lower()
+    if scheme not in ("memory", "redis", "rediss", "unix"):
+        raise ConfigError(f"{raw!r}: unknown store scheme (use memory:// or redis://host:port/db)")
+    return text
+
+
+def _prefix(raw: str) -> str:
+    text = str(raw).strip()
+    if not re.fullmatch(r"/(?:[A-Za-z0-9._~-]+/)*", text) or text == "/":
+        raise ConfigError(f"{raw!r}: the inspector prefix must look like /_/ (slash, segments, slash)")
+    return text
+
+
+def _auth(raw: str) -> str:
+    text = str(raw)
+    if text and (":" not in text or text.startswith(":")):
+        raise ConfigError("expected USER:PASS")
+    return text
+
+
+def _redact(raw: str) -> tuple[str, ...]:
+    names = tuple(part.strip() for part in str(raw).split(",") if part.strip())
+    for name in names:
+        if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
+            raise ConfigError(f"{name!r} is not a header name")
+    return names
+
+
+def _log(raw: str) -> str:
+    text = str(raw).strip().lower()
+    if text not in LOG_FORMATS:
+        raise ConfigError(f"{raw!r}: use one of {', '.join(LOG_FORMATS)}")
+    return text
+
+
+def _text(raw: str) -> str:
+    return str(raw).strip()
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One row of the settings table."""
+
+    name: str
+    convert: Callable[[Any], Any]
+    default: Any
+    help: str
+    metavar: str | None = None  # None marks a boolean switch
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return "ECHO_" + self.name.upper()
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("host", _host, "127.0.0.1", "address to bind (the container image uses 0.0.0.0)", "HOST"),
+    Setting("port", _int(0, 65535), 8080, "port to bind; 0 picks a free one", "PORT"),
+    Setting("threads", _int(1, 1024), THREADS, "worker threads; each _delay holds one while it waits", "N"),
+    Setting("history", _int(0), HISTORY_LIMIT, "exchanges kept in history; 0 turns recording off", "N"),
+    Setting("history_ttl", _seconds, 0.0, "seconds an exchange is kept in a Redis store; 0 keeps it until --history pushes it out", "SECONDS"),
+    Setting("store", _store, "memory://", "history store: memory:// or redis://[:password@]host:port/db (rediss:// for TLS)", "URL"),
+    Setting("store_prefix", _text, "echo", "key prefix in a shared Redis, so several deployments can use one", "PREFIX"),
+    Setting("store_timeout", _seconds, 0.5, "seconds a store call may take before the exchange is dropped from history", "SECONDS"),
+    Setting("start_without_store", _bool, False, "start even when the store cannot be reached at start-up"),
+    Setting("max_body", _int(0), MAX_BODY_BYTES, "largest request body, on the wire and decoded; larger ones get 413", "BYTES"),
+    Setting("keep_body", _int(0), KEEP_BODY_BYTES, "request/response body bytes kept per exchange in history", "BYTES"),
+    Setting("max_header", _int(1024), MAX_HEADER_BYTES, "largest request line plus headers; larger ones get 431", "BYTES"),
+    Setting("max_delay", _seconds, MAX_DELAY_SECONDS, "largest _delay a caller may ask for", "SECONDS"),
+    Setting("max_json_depth", _int(1, 10_000), MAX_JSON_DEPTH, "deepest JSON body echoed back as `json`", "N"),
+    Setting("max_form_parts", _int(1), MAX_FORM_PARTS, "most form fields and multipart parts parsed into form/files", "N"),
+    Setting("ui_prefix", _prefix, "/_/", "path prefix of the inspector pages and API", "PREFIX"),
+    Setting("ui_auth", _auth, "", "USER:PASS puts HTTP Basic auth on the inspector (the echo stays open)", "USER:PASS"),
+    Setting("redact", _redact, (), "headers kept as [redacted] in history, comma-separated (e.g. Authorization,Cookie)", "HEADERS"),
+    Setting("no_cors", _bool, False, "do not answer CORS requests and preflights specially"),
+    Setting("no_metrics", _bool, False, "do not serve Prometheus metrics at <prefix>metrics"),
+    Setting("trusted_proxy", _text, "", "address of a proxy whose X-Forwarded-* headers are trusted ('*' for any)", "ADDR"),
+    Setting("log", _log, "text", "access log on stdout: text, json, pretty or off", "FORMAT"),
+)
+
+SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The validated configuration of one Echo server."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    threads: int = THREADS
+    history: int = HISTORY_LIMIT
+    history_ttl: float = 0.0
+    store: str = "memory://"
+    store_prefix: str = "echo"
+    store_timeout: float = 0.5
+    start_without_store: bool = False
+    max_body: int = MAX_BODY_BYTES
+    keep_body: int = KEEP_BODY_BYTES
+    max_header: int = MAX_HEADER_BYTES
+    max_delay: float = MAX_DELAY_SECONDS
+    max_json_depth: int = MAX_JSON_DEPTH
+    max_form_parts: int = MAX_FORM_PARTS
+    ui_prefix: str = "/_/"
+    ui_auth: str = ""
+    redact: tuple[str, ...] = ()
+    no_cors: bool = False
+    no_metrics: bool = False
+    trusted_proxy: str = ""
+    log: str = "text"
+
+    def replace(self, **changes: Any) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
+) -> Settings:
+    """Defaults, then ``ECHO_*`` variables, then overrides; raise ConfigError on bad input."""
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        if environ is not None and setting.env in environ:
+            values[setting.name] = _convert(setting, environ[setting.env], setting.env)
+    for name, raw in (overrides or {}).items():
+        setting = SETTINGS_BY_NAME.get(name)
+        if setting is None:
+            raise ConfigError(f"unknown setting {name!r}")
+        if raw is None:
+            continue
+        values[name] = _convert(setting, raw, setting.flag)
+    return Settings(**values)
+
+
+def _convert(setting: Setting, raw: Any, where: str) -> Any:
+    if isinstance(raw, (int, float, tuple, bool)) and not isinstance(raw, str):
+        if isinstance(raw, tuple):
+            raw = ",".join(raw)
+        elif isinstance(raw, bool) and setting.metavar is not None:
+            raise ConfigError(f"{where}: expected a value, not a boolean")
+    try:
+        return setting.convert(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None

@@ -1,0 +1,168 @@
+"""Documents: records -> the JSON shapes Echo sends (echo document, exchange, errors).
+
+One function per shape, so the echo, the API, the pages and HAR agree on every
+field. `dumps` guarantees RFC 8259 output: no NaN/Infinity, valid UTF-8.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import Any
+
+from .capture import decode_text
+from .records import Exchange, RequestRecord, ResponseRecord
+
+
+def iso_time(epoch: float) -> str:
+    """2026-11-26T11:38:19.123Z"""
+    whole = int(epoch)
+    millis = int((epoch - whole) * 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{millis:03d}Z"
+
+
+def dumps(doc: Any, pretty: bool = False) -> bytes:
+    """Encode as strict JSON; lone surrogates from \\u escapes fall back to ASCII escapes."""
+    indent = 2 if pretty else None
+    separators = (",", ": ") if pretty else (",", ":")
+    try:
+        return json.dumps(doc, ensure_ascii=False, allow_nan=False, indent=indent, separators=separators).encode(
+            "utf-8"
+        )
+    except UnicodeEncodeError:
+        return json.dumps(doc, ensure_ascii=True, allow_nan=False, indent=indent, separators=separators).encode(
+            "ascii"
+        )
+
+
+def multi(pairs: tuple[tuple[str, str], ...]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for key, value in pairs:
+        out.setdefault(key, []).append(value)
+    return out
+
+
+def body_view(
+    wire: bytes,
+    decoded: bytes,
+    size: int,
+    sha256: str,
+    content_type: str | None,
+    truncated: bool,
+    encoding: str | None = None,
+) -> dict[str, Any]:
+    """A body as the echo shows it: text when it decodes, base64 when it is not UTF-8."""
+    text = decode_text(decoded, content_type) if decoded else ""
+    if truncated and text is None:
+        # A cut can fall inside a multi-byte character; judge the bytes before it.
+        for cut in (1, 2, 3):
+            text = decode_text(decoded[:-cut], content_type)
+            if text is not None:
+                break
+    is_utf8 = text is not None and (decoded.isascii() or _is_utf8(decoded, truncated))
+    view: dict[str, Any] = {
+        "size": size,
+        "sha256": sha256,
+        "text": text,
+        "base64": None if is_utf8 else base64.b64encode(decoded).decode("ascii"),
+        "truncated": truncated,
+    }
+    if encoding:
+        view["content_encoding"] = encoding
+        view["decoded_size"] = len(decoded)
+    return view
+
+
+def _is_utf8(data: bytes, truncated: bool) -> bool:
+    try:
+        data.decode("utf-8")
+        return True
+    except UnicodeDecodeError as exc:
+        return truncated and exc.start >= len(data) - 3 and exc.reason == "unexpected end of data"
+
+
+def request_document(record: RequestRecord) -> dict[str, Any]:
+    """The echo document without `controls`."""
+    files: dict[str, list[dict[str, Any]]] = {}
+    for info in record.files:
+        files.setdefault(info.field, []).append(
+            {"filename": info.filename, "content_type": info.content_type, "size": info.size, "sha256": info.sha256}
+        )
+    return {
+        "id": record.id,
+        "time": iso_time(record.started),
+        "method": record.method,
+        "url": record.url,
+        "path": record.path,
+        "query_string": record.query_string,
+        "http_version": record.http_version,
+        "remote_addr": record.remote_addr,
+        "args": multi(record.args),
+        "headers": dict(record.headers),
+        "cookies": dict(reversed(record.cookies)),  # the first of a repeated name wins, as servers read it
+        "form": multi(record.form),
+        "files": files,
+        "json": record.json,
+        "body": body_view(
+            record.body,
+            record.decoded,
+            record.body_size,
+            record.body_sha256,
+            record.header("Content-Type"),
+            record.truncated,
+            record.content_encoding if record.content is not None else None,
+        ),
+        "errors": list(record.errors),
+    }
+
+
+def echo_document(record: RequestRecord, controls: dict[str, Any]) -> dict[str, Any]:
+    doc = request_document(record)
+    doc["controls"] = controls
+    return doc
+
+
+def response_body(exchange: Exchange) -> dict[str, Any]:
+    response: ResponseRecord = exchange.response
+    if response.body is None:
+        # The echo document is rebuilt from the kept request instead of being stored twice.
+        rebuilt = dumps(echo_document(exchange.request, exchange.controls)) if response.body_size else b""
+        view = body_view(rebuilt, rebuilt, response.body_size, response.body_sha256, response.content_type, False)
+        view["truncated"] = exchange.request.truncated
+        view["rebuilt"] = True
+        return view
+    return body_view(
+        response.body,
+        response.body,
+        response.body_size,
+        response.body_sha256,
+        response.content_type,
+        response.truncated,
+    )
+
+
+def exchange_document(exchange: Exchange, bodies: bool = True) -> dict[str, Any]:
+    request = request_document(exchange.request)
+    response: dict[str, Any] = {
+        "status": exchange.response.status,
+        "headers": [[name, value] for name, value in exchange.response.headers],
+        "controls": exchange.controls,
+    }
+    if bodies:
+        response["body"] = response_body(exchange)
+    else:
+        request["body"] = {k: v for k, v in request["body"].items() if k not in ("text", "base64")}
+        response["body"] = {"size": exchange.response.body_size, "sha256": exchange.response.body_sha256}
+    return {
+        "id": exchange.id,
+        "time": iso_time(exchange.request.started),
+        "duration_ms": round(exchange.duration_ms, 3),
+        "request": request,
+        "response": response,
+    }
+
+
+def error_document(message: str, **fields: Any) -> dict[str, Any]:
+    """The one error shape: {"error": "...", ...details}."""
+    return {"error": message, **fields}

@@ -1,0 +1,224 @@
+"""The echo: a WSGI handler that answers every path outside the inspector.
+
+capture -> plan -> build the answer -> hand the exchange to the observer. It is
+plain WSGI rather than a Flask view because it answers every request the
+server gets and Flask's routing and request objects would parse it a second
+time; the inspector, which serves people, is the Flask blueprint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from http import HTTPStatus
+from typing import Any, Callable, Iterable
+
+from werkzeug.datastructures import MIMEAccept
+from werkzeug.http import parse_accept_header
+
+from .capture import CaptureLimits, capture
+from .config import Settings
+from .controls import DEFAULT_BODY_TYPE, ControlError, ControlLimits, ResponsePlan, plan
+from .documents import dumps, echo_document, error_document
+from .observer import Recorder
+from .records import Exchange, IdSource, RequestRecord, ResponseRecord
+
+log = logging.getLogger("echo")
+
+StartResponse = Callable[..., Any]
+Headers = list[tuple[str, str]]
+
+JSON_TYPE = "application/json"
+HTML_TYPE = "text/html; charset=utf-8"
+# Pages Echo itself renders: its own styles only, no script needed.
+PAGE_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+# Anything whose bytes a caller chose (and the echo JSON, which is made of the
+# caller's bytes) is sandboxed: even if a browser renders it, it has no origin.
+SANDBOX_CSP = "sandbox"
+_BODYLESS = (204, 304)
+
+
+def status_line(code: int) -> str:
+    try:
+        return f"{code} {HTTPStatus(code).phrase}"
+    except ValueError:
+        return f"{code} Unknown"
+
+
+def wire(value: str) -> str:
+    """Header values go out as Latin-1 text; send UTF-8 text as its bytes."""
+    if value.isascii():
+        return value
+    return value.encode("utf-8").decode("latin-1")
+
+
+class EchoHandler:
+    def __init__(
+        self,
+        settings: Settings,
+        recorder: Recorder,
+        render_html: Callable[[RequestRecord, dict[str, Any], bytes], bytes],
+        ids: IdSource | None = None,
+    ) -> None:
+        self.capture_limits = CaptureLimits.from_settings(settings)
+        self.control_limits = ControlLimits(max_delay=settings.max_delay)
+        self.cors = not settings.no_cors
+        self.recorder = recorder
+        self.render_html = render_html
+        self.ids = ids or IdSource()
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        try:
+            return self._handle(environ, start_response)
+        except Exception:  # noqa: BLE001 - the last line of defence; every known case is handled above it
+            log.exception("echo failed on %s %s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
+            status, headers, body = self._error(500, error_document("Echo failed to answer this request; see the server log"))
+            start_response(status_line(status), headers)
+            return [body]
+
+    def _handle(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        began = time.perf_counter()
+        record = capture(environ, self.capture_limits, self.ids)
+        origin = environ.get("HTTP_ORIGIN") if self.cors else None
+        controls: dict[str, Any] = {}
+        recorded_body: bytes | None  # None: the echo document, rebuilt on read
+
+        if record.too_large:
+            status, headers, body = self._error(413, error_document(
+                "request body is larger than the limit",
+                limit=self.capture_limits.max_body,
+                size=record.body_size,
+                setting="--max-body",
+            ))
+            recorded_body = body
+        elif self.cors and record.method == "OPTIONS" and "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in environ:
+            status, headers, body = self._preflight(environ)
+            recorded_body = body
+        else:
+            decided = plan(record.args, record.headers, self.control_limits)
+            if isinstance(decided, ControlError):
+                status, headers, body = self._error(400, error_document(
+                    decided.message, param=decided.param, value=decided.value
+                ))
+                recorded_body = body
+            else:
+                controls = decided.summary()
+                if decided.delay:
+                    time.sleep(decided.delay)
+                status, headers, body, recorded_body = self._answer(record, decided, controls, environ)
+
+        headers.append(("X-Echo-Id", record.id))
+        if origin:
+            headers.extend(self._cors_headers(origin, headers))
+        if status in _BODYLESS:
+            body = b""
+            recorded_body = b""
+            headers = [(n, v) for n, v in headers if n.lower() != "content-length"]
+        duration_ms = (time.perf_counter() - began) * 1000
+        content_type = next((v for n, v in headers if n.lower() == "content-type"), "")
+        self.recorder.observe(Exchange(
+            request=record,
+            response=ResponseRecord(
+                status=status,
+                headers=tuple(headers),
+                body=recorded_body if recorded_body is None or environ["REQUEST_METHOD"] != "HEAD" else b"",
+                body_size=0 if environ["REQUEST_METHOD"] == "HEAD" else len(body),
+                body_sha256=hashlib.sha256(b"" if environ["REQUEST_METHOD"] == "HEAD" else body).hexdigest(),
+                content_type=content_type,
+            ),
+            controls=controls,
+            duration_ms=duration_ms,
+        ))
+        start_response(status_line(status), [(n, wire(v)) for n, v in headers])
+        if environ["REQUEST_METHOD"] == "HEAD" or not body:
+            return []
+        return [body]
+
+    def _answer(
+        self, record: RequestRecord, decided: ResponsePlan, controls: dict[str, Any], environ: dict[str, Any]
+    ) -> tuple[int, Headers, bytes, bytes | None]:
+        caller_type = decided.content_type
+        if decided.body is not None:
+            body = decided.body
+            recorded: bytes | None = body
+            headers: Headers = [("Content-Type", caller_type or DEFAULT_BODY_TYPE)]
+            csp = SANDBOX_CSP
+        elif self._wants_html(decided, environ):
+            doc = echo_document(record, controls)
+            body = self.render_html(record, controls, dumps(doc, pretty=True))
+            recorded = body
+            headers = [("Content-Type", HTML_TYPE)]
+            csp = PAGE_CSP
+        else:
+            body = dumps(echo_document(record, controls)) + b"\n"
+            recorded = None
+            headers = [("Content-Type", caller_type or JSON_TYPE)]
+            csp = SANDBOX_CSP
+        if any(name.lower() == "content-type" for name, _ in decided.headers):
+            headers = []  # the caller's _header=Content-Type replaces ours
+            csp = SANDBOX_CSP
+        headers += [
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-store"),
+            ("X-Content-Type-Options", "nosniff"),
+            ("Content-Security-Policy", csp),
+        ]
+        headers.extend(decided.headers)
+        headers.extend(("Set-Cookie", cookie) for cookie in decided.cookies)
+        return decided.status, headers, body, recorded
+
+    def _wants_html(self, decided: ResponsePlan, environ: dict[str, Any]) -> bool:
+        if decided.format:
+            return decided.format == "html"
+        accept = environ.get("HTTP_ACCEPT", "")
+        if "html" not in accept:
+            return False
+        accepted = parse_accept_header(accept, MIMEAccept)
+        return accepted["text/html"] > accepted["application/json"]
+
+    def _error(self, status: int, doc: dict[str, Any]) -> tuple[int, Headers, bytes]:
+        body = dumps(doc) + b"\n"
+        return status, [
+            ("Content-Type", JSON_TYPE),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-store"),
+            ("X-Content-Type-Options", "nosniff"),
+            ("Content-Security-Policy", SANDBOX_CSP),
+        ], body
+
+    def _preflight(self, environ: dict[str, Any]) -> tuple[int, Headers, bytes]:
+        headers: Headers = [
+            ("Access-Control-Allow-Methods", environ["HTTP_ACCESS_CONTROL_REQUEST_METHOD"]),
+            ("Vary", "Origin, Access-Control-Request-Method, Access-Control-Request-Headers"),
+        ]
+        requested = environ.get("HTTP_ACCESS_CONTROL_REQUEST_HEADERS")
+        if requested:
+            headers.append(("Access-Control-Allow-Headers", requested))
+        return 204, headers, b""
+
+    @staticmethod
+    def _cors_headers(origin: str, headers: Headers) -> Headers:
+        exposed = sorted({
+            name for name, _ in headers
+            if name.lower() not in _SAFELISTED and not name.lower().startswith("access-control-") and name != "Vary"
+        })
+        added = [
+            ("Access-Control-Allow-Origin", origin),
+            ("Access-Control-Allow-Credentials", "true"),
+        ]
+        if exposed:
+            added.append(("Access-Control-Expose-Headers", ", ".join(exposed)))
+        if not any(name == "Vary" for name, _ in headers):
+            added.append(("Vary", "Origin"))
+        return added
+
+
+# Response headers a browser already exposes to scripts without being told.
+_SAFELISTED = frozenset(
+    {"cache-control", "content-language", "content-length", "content-type", "expires", "last-modified", "pragma",
+     "set-cookie"}
+)

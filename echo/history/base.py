@@ -1,0 +1,88 @@
+"""The history store contract: what every backend (memory, Redis) must do.
+
+Exchanges are identified by ids that sort as strings in arrival order, so
+"newest first" is "largest id first" in every backend, and `before=<id>` pages
+are plain string comparisons.
+"""
+
+from __future__ import annotations
+
+import abc
+import re
+from dataclasses import dataclass
+
+from ..records import Exchange
+
+STATUS_FILTER = re.compile(r"([1-5])(?:xx|XX)|([1-5]\d\d)")
+ID_PATTERN = re.compile(r"[0-9a-f]{28}")
+
+
+@dataclass(frozen=True)
+class Query:
+    """A page of history: newest first, optionally before an id, filtered."""
+
+    limit: int = 50
+    before: str | None = None
+    method: str | None = None  # exact, case-insensitive
+    status: int | None = None  # exact code
+    status_class: int | None = None  # 4 for 4xx
+    q: str | None = None  # case-insensitive text in path or query string
+
+    def matches(self, exchange: Exchange) -> bool:
+        request = exchange.request
+        if self.method and request.method.upper() != self.method.upper():
+            return False
+        status = exchange.response.status
+        if self.status is not None and status != self.status:
+            return False
+        if self.status_class is not None and status // 100 != self.status_class:
+            return False
+        if self.q:
+            needle = self.q.lower()
+            if needle not in request.path.lower() and needle not in request.query_string.lower():
+                return False
+        return True
+
+
+@dataclass(frozen=True)
+class Health:
+    ok: bool
+    backend: str
+    detail: str = ""
+
+
+class StoreError(Exception):
+    """The store could not be reached or answered badly."""
+
+
+class Store(abc.ABC):
+    """A bounded, thread-safe history of exchanges, shared by every thread."""
+
+    backend: str = "?"
+
+    @abc.abstractmethod
+    def add(self, exchange: Exchange) -> None:
+        """Keep one exchange, dropping the oldest past the bound. Raises StoreError."""
+
+    @abc.abstractmethod
+    def get(self, exchange_id: str) -> Exchange | None:
+        """One exchange, or None when unknown (or pushed out)."""
+
+    @abc.abstractmethod
+    def list(self, query: Query) -> list[Exchange]:
+        """Up to query.limit exchanges, newest first, matching the query."""
+
+    @abc.abstractmethod
+    def clear(self) -> None:
+        """Forget every exchange."""
+
+    @abc.abstractmethod
+    def count(self) -> int:
+        """How many exchanges are kept."""
+
+    @abc.abstractmethod
+    def health(self) -> Health:
+        """Whether the store answers now."""
+
+    def close(self) -> None:
+        """Release connections; the default has none."""

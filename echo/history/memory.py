@@ -1,0 +1,72 @@
+"""The in-process history store: a bounded, id-ordered map behind one lock."""
+
+from __future__ import annotations
+
+import bisect
+import threading
+
+from ..records import Exchange
+from .base import Health, Query, Store
+
+
+class MemoryStore(Store):
+    """Keeps at most `limit` exchanges; the smallest (oldest) ids go first.
+
+    Ids are taken when a request arrives but stored when it is answered, so a
+    slow exchange can be stored after a newer one: a sorted id list keeps
+    "newest first" exact without sorting on every read.
+    """
+
+    backend = "memory"
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._ids: list[str] = []
+        self._items: dict[str, Exchange] = {}
+        self._lock = threading.Lock()
+
+    def add(self, exchange: Exchange) -> None:
+        if self._limit <= 0:
+            return
+        with self._lock:
+            if exchange.id in self._items:
+                self._items[exchange.id] = exchange
+                return
+            if not self._ids or exchange.id > self._ids[-1]:
+                self._ids.append(exchange.id)
+            else:
+                bisect.insort(self._ids, exchange.id)
+            self._items[exchange.id] = exchange
+            excess = len(self._ids) - self._limit
+            if excess > 0:
+                for old in self._ids[:excess]:
+                    del self._items[old]
+                del self._ids[:excess]
+
+    def get(self, exchange_id: str) -> Exchange | None:
+        return self._items.get(exchange_id)
+
+    def list(self, query: Query) -> list[Exchange]:
+        with self._lock:
+            end = bisect.bisect_left(self._ids, query.before) if query.before else len(self._ids)
+            ids = self._ids[:end]
+            items = self._items
+            found: list[Exchange] = []
+            for exchange_id in reversed(ids):
+                exchange = items[exchange_id]
+                if query.matches(exchange):
+                    found.append(exchange)
+                    if len(found) >= query.limit:
+                        break
+        return found
+
+    def clear(self) -> None:
+        with self._lock:
+            self._ids.clear()
+            self._items.clear()
+
+    def count(self) -> int:
+        return len(self._ids)
+
+    def health(self) -> Health:
+        return Health(ok=True, backend=self.backend, detail=f"{self.count()} of {self._limit} exchanges kept")

@@ -1,0 +1,117 @@
+"""The observer: after each echo response is built, record, count and log it.
+
+The echo view never touches the store; it hands a finished `Exchange` here.
+This is the one place that cuts bodies to --keep-body, redacts --redact headers,
+and survives a failing store: the echo keeps answering, the failure is logged
+once, and recording resumes by itself when the store is back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from typing import Callable
+
+from .history import Store, StoreError
+from .records import Exchange, Pairs
+
+log = logging.getLogger("echo")
+
+REDACTED = "[redacted]"
+
+# While the store is failing, try it at most this often: one request a second
+# may wait for the store's timeout, the rest are answered at full speed.
+STORE_RETRY_SECONDS = 1.0
+
+
+class Recorder:
+    def __init__(
+        self,
+        store: Store,
+        history: int,
+        keep_body: int,
+        redact: tuple[str, ...],
+        sinks: tuple[Callable[[Exchange], None], ...] = (),
+    ) -> None:
+        self.store = store
+        self.enabled = history > 0
+        self.keep_body = keep_body
+        self.redact = frozenset(name.lower() for name in redact)
+        self.sinks = sinks  # access log, metrics: they see the exchange as sent
+        self._lock = threading.Lock()
+        self._failing_since: float | None = None
+        self._last_try = 0.0
+        self.dropped = 0
+        self.errors = 0
+
+    def observe(self, exchange: Exchange) -> None:
+        for sink in self.sinks:
+            sink(exchange)
+        if self.enabled:
+            self._add(self.for_history(exchange))
+
+    def for_history(self, exchange: Exchange) -> Exchange:
+        """The exchange as history keeps it: bodies cut, secrets redacted."""
+        request, response = exchange.request, exchange.response
+        keep = self.keep_body
+        changes_req: dict[str, object] = {}
+        if len(request.body) > keep or request.too_large:
+            changes_req["body"] = request.body[:keep]
+            changes_req["truncated"] = True
+        if request.content is not None and len(request.content) > keep:
+            changes_req["content"] = request.content[:keep]
+            changes_req["truncated"] = True
+        if self.redact:
+            headers = self._redact(request.headers)
+            if headers is not request.headers:
+                changes_req["headers"] = headers
+                if "cookie" in self.redact and request.cookies:
+                    changes_req["cookies"] = tuple((name, REDACTED) for name, _ in request.cookies)
+        changes_resp: dict[str, object] = {}
+        if response.body is not None and len(response.body) > keep:
+            changes_resp["body"] = response.body[:keep]
+            changes_resp["truncated"] = True
+        if self.redact:
+            headers = self._redact(response.headers)
+            if headers is not response.headers:
+                changes_resp["headers"] = headers
+        if not changes_req and not changes_resp:
+            return exchange
+        return dataclasses.replace(
+            exchange,
+            request=dataclasses.replace(request, **changes_req) if changes_req else request,
+            response=dataclasses.replace(response, **changes_resp) if changes_resp else response,
+        )
+
+    def _redact(self, headers: Pairs) -> Pairs:
+        if not any(name.lower() in self.redact for name, _ in headers):
+            return headers
+        return tuple((name, REDACTED if name.lower() in self.redact else value) for name, value in headers)
+
+    def _add(self, exchange: Exchange) -> None:
+        now = time.monotonic()
+        if self._failing_since is not None:
+            with self._lock:
+                if now - self._last_try < STORE_RETRY_SECONDS:
+                    self.dropped += 1
+                    return
+                self._last_try = now
+        try:
+            self.store.add(exchange)
+        except StoreError as exc:
+            self.errors += 1
+            self.dropped += 1
+            with self._lock:
+                self._last_try = now
+                if self._failing_since is None:
+                    self._failing_since = now
+                    log.error("history store failing, exchanges are not being recorded: %s", exc)
+            return
+        if self._failing_since is not None:
+            with self._lock:
+                if self._failing_since is not None:
+                    down = now - self._failing_since
+                    self._failing_since = None
+                    log.warning("history store is back after %.1f s; %d exchanges were not recorded", down, self.dropped)

@@ -1,0 +1,125 @@
+"""Typed records: what arrived, what was planned, what was sent, and their ids.
+
+Records hold raw facts (bytes, pairs in arrival order); the JSON, HTML, HAR and
+curl views are derived from them on demand by `documents`, `har` and `curl`, so
+the hot path never serialises anything it does not send.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+Pairs = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FileInfo:
+    """One uploaded file: its metadata and digest (the bytes stay in the body)."""
+
+    field: str
+    filename: str
+    content_type: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """Everything that arrived with one request, parsed once."""
+
+    id: str
+    started: float  # epoch seconds
+    method: str
+    url: str
+    path: str
+    query_string: str
+    http_version: str
+    remote_addr: str
+    args: Pairs
+    headers: Pairs
+    cookies: Pairs
+    form: Pairs
+    files: tuple[FileInfo, ...]
+    json: Any
+    body: bytes  # bytes on the wire (possibly cut to --keep-body in history)
+    body_size: int  # full size on the wire
+    body_sha256: str  # of the full bytes on the wire
+    content: bytes | None  # decoded bytes when Content-Encoding was undone, else None
+    content_encoding: str | None
+    errors: tuple[str, ...]
+    truncated: bool = False
+    too_large: bool = False
+
+    @property
+    def decoded(self) -> bytes:
+        """The body after Content-Encoding was undone (the wire bytes when none was)."""
+        return self.body if self.content is None else self.content
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        lowered = name.lower()
+        for key, value in self.headers:
+            if key.lower() == lowered:
+                return value
+        return default
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseRecord:
+    """What was sent back. `body` is None when it is the echo document, which is
+    rebuilt from the request record on read instead of being stored twice."""
+
+    status: int
+    headers: Pairs
+    body: bytes | None
+    body_size: int
+    body_sha256: str
+    content_type: str
+    truncated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """One request and its answer, as kept in history."""
+
+    request: RequestRecord
+    response: ResponseRecord
+    controls: dict[str, Any]
+    duration_ms: float
+
+    @property
+    def id(self) -> str:
+        return self.request.id
+
+
+@dataclass
+class IdSource:
+    """Ids that are unique across processes and sort as strings in arrival order.
+
+    16 hex digits of microseconds since the epoch (strictly increasing within a
+    process, even when the clock stalls or steps back) followed by 8 random hex
+    digits drawn per process, plus a 4-digit per-process sequence: two replicas
+    that start in the same microsecond still never collide.
+    """
+
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _last: int = 0
+    _node: str = field(default_factory=lambda: os.urandom(4).hex())
+    _seq: itertools.count = field(default_factory=itertools.count)
+
+    def next(self) -> tuple[str, float]:
+        """A new id and its time in epoch seconds."""
+        now = time.time_ns() // 1000
+        with self._lock:
+            if now <= self._last:
+                now = self._last + 1
+            self._last = now
+            seq = next(self._seq) & 0xFFFF
+        return f"{now:016x}{self._node}{seq:04x}", now / 1_000_000
+
+
+ID_LENGTH = 28
