@@ -279,11 +279,20 @@ def _parse_body(
     return form, files, parsed
 
 
+def _memory_stream(*_: Any, **__: Any) -> io.BytesIO:
+    # The whole body is already in memory (bounded by --max-body); parts need no temp files.
+    return io.BytesIO()
+
+
 def _parse_multipart(
     data: bytes, mimetype: str, options: dict[str, str], limits: CaptureLimits, errors: list[str]
 ) -> tuple[Pairs, tuple[FileInfo, ...]]:
     parser = FormDataParser(
-        max_form_memory_size=None, max_content_length=None, max_form_parts=limits.max_form_parts, silent=False
+        stream_factory=_memory_stream,
+        max_form_memory_size=None,
+        max_content_length=None,
+        max_form_parts=limits.max_form_parts,
+        silent=False,
     )
     try:
         _, form, files = parser.parse(io.BytesIO(data), mimetype, len(data), options)

@@ -23,6 +23,11 @@ WAITRESS_BODY_FACTOR = 4
 SHUTDOWN_GRACE_SECONDS = 2.0
 
 
+class _Stop(BaseException):
+    """Raised by SIGTERM/SIGINT. Not KeyboardInterrupt: waitress's run() catches
+    that itself and then waits 5 s for busy threads, past our own deadline."""
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}\n")
@@ -126,17 +131,17 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 2
 
-    echo_url, ui_url = _listen_urls(server, settings)
-    print(f"Echo {__version__} listening on {echo_url} - inspector at {ui_url} "
-          f"(history: {health.backend}, {settings.history} kept)", flush=True)
-
     def stop(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
+        raise _Stop
 
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     try:
+        echo_url, ui_url = _listen_urls(server, settings)
+        print(f"Echo {__version__} listening on {echo_url} - inspector at {ui_url} "
+              f"(history: {health.backend}, {settings.history} kept)", flush=True)
         server.run()
-    except KeyboardInterrupt:
+    except _Stop:
         pass
     finally:
         server.task_dispatcher.shutdown(cancel_pending=True, timeout=SHUTDOWN_GRACE_SECONDS)
