@@ -123,11 +123,16 @@ def echo_document(record: RequestRecord, controls: dict[str, Any]) -> dict[str, 
     return doc
 
 
+def echo_json(record: RequestRecord, controls: dict[str, Any]) -> bytes:
+    """The echo answer's bytes; history rebuilds them with this same function."""
+    return dumps(echo_document(record, controls)) + b"\n"
+
+
 def response_body(exchange: Exchange) -> dict[str, Any]:
     response: ResponseRecord = exchange.response
     if response.body is None:
         # The echo document is rebuilt from the kept request instead of being stored twice.
-        rebuilt = dumps(echo_document(exchange.request, exchange.controls)) if response.body_size else b""
+        rebuilt = echo_json(exchange.request, exchange.controls) if response.body_size else b""
         view = body_view(rebuilt, rebuilt, response.body_size, response.body_sha256, response.content_type, False)
         view["truncated"] = exchange.request.truncated
         view["rebuilt"] = True

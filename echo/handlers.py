@@ -20,7 +20,7 @@ from werkzeug.http import parse_accept_header
 from .capture import CaptureLimits, capture
 from .config import Settings
 from .controls import DEFAULT_BODY_TYPE, ControlError, ControlLimits, ResponsePlan, plan
-from .documents import dumps, echo_document, error_document
+from .documents import dumps, echo_document, echo_json, error_document
 from .observer import Recorder
 from .records import Exchange, IdSource, RequestRecord, ResponseRecord
 
@@ -85,7 +85,7 @@ class EchoHandler:
         record = capture(environ, self.capture_limits, self.ids)
         origin = environ.get("HTTP_ORIGIN") if self.cors else None
         controls: dict[str, Any] = {}
-        recorded_body: bytes | None  # None: the echo document, rebuilt on read
+        rebuildable = False  # the echo JSON is rebuilt from the record on read, not stored twice
 
         if record.too_large:
             status, headers, body = self._error(413, error_document(
@@ -94,68 +94,63 @@ class EchoHandler:
                 size=record.body_size,
                 setting="--max-body",
             ))
-            recorded_body = body
         elif self.cors and record.method == "OPTIONS" and "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in environ:
             status, headers, body = self._preflight(environ)
-            recorded_body = body
         else:
             decided = plan(record.args, record.headers, self.control_limits)
             if isinstance(decided, ControlError):
                 status, headers, body = self._error(400, error_document(
                     decided.message, param=decided.param, value=decided.value
                 ))
-                recorded_body = body
             else:
                 controls = decided.summary()
                 if decided.delay:
                     time.sleep(decided.delay)
-                status, headers, body, recorded_body = self._answer(record, decided, controls, environ)
+                status, headers, body, rebuildable = self._answer(record, decided, controls, environ)
 
         headers.append(("X-Echo-Id", record.id))
         if origin:
             headers.extend(self._cors_headers(origin, headers))
         if status in _BODYLESS:
             body = b""
-            recorded_body = b""
             headers = [(n, v) for n, v in headers if n.lower() != "content-length"]
         duration_ms = (time.perf_counter() - began) * 1000
         content_type = next((v for n, v in headers if n.lower() == "content-type"), "")
+        sent = b"" if record.method == "HEAD" else body
         self.recorder.observe(Exchange(
             request=record,
             response=ResponseRecord(
                 status=status,
                 headers=tuple(headers),
-                body=recorded_body if recorded_body is None or environ["REQUEST_METHOD"] != "HEAD" else b"",
-                body_size=0 if environ["REQUEST_METHOD"] == "HEAD" else len(body),
-                body_sha256=hashlib.sha256(b"" if environ["REQUEST_METHOD"] == "HEAD" else body).hexdigest(),
+                body=None if rebuildable and sent else sent,
+                body_size=len(sent),
+                body_sha256=hashlib.sha256(sent).hexdigest(),
                 content_type=content_type,
             ),
             controls=controls,
             duration_ms=duration_ms,
         ))
         start_response(status_line(status), [(n, wire(v)) for n, v in headers])
-        if environ["REQUEST_METHOD"] == "HEAD" or not body:
-            return []
-        return [body]
+        return [sent] if sent else []
 
     def _answer(
         self, record: RequestRecord, decided: ResponsePlan, controls: dict[str, Any], environ: dict[str, Any]
-    ) -> tuple[int, Headers, bytes, bytes | None]:
+    ) -> tuple[int, Headers, bytes, bool]:
         caller_type = decided.content_type
         if decided.body is not None:
             body = decided.body
-            recorded: bytes | None = body
+            rebuildable = False
             headers: Headers = [("Content-Type", caller_type or DEFAULT_BODY_TYPE)]
             csp = SANDBOX_CSP
         elif self._wants_html(decided, environ):
             doc = echo_document(record, controls)
             body = self.render_html(record, controls, dumps(doc, pretty=True))
-            recorded = body
+            rebuildable = False
             headers = [("Content-Type", HTML_TYPE)]
             csp = PAGE_CSP
         else:
-            body = dumps(echo_document(record, controls)) + b"\n"
-            recorded = None
+            body = echo_json(record, controls)
+            rebuildable = True
             headers = [("Content-Type", caller_type or JSON_TYPE)]
             csp = SANDBOX_CSP
         if any(name.lower() == "content-type" for name, _ in decided.headers):
@@ -169,7 +164,7 @@ class EchoHandler:
         ]
         headers.extend(decided.headers)
         headers.extend(("Set-Cookie", cookie) for cookie in decided.cookies)
-        return decided.status, headers, body, recorded
+        return decided.status, headers, body, rebuildable
 
     def _wants_html(self, decided: ResponsePlan, environ: dict[str, Any]) -> bool:
         if decided.format:
