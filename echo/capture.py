@@ -19,7 +19,8 @@ from typing import Any, Iterator
 from urllib.parse import quote, unquote_to_bytes
 
 from werkzeug.formparser import FormDataParser
-from werkzeug.http import parse_cookie, parse_options_header
+from werkzeug.http import parse_options_header
+from werkzeug.sansio.http import parse_cookie
 from werkzeug.wsgi import get_input_stream
 
 from .config import MAX_BODY_BYTES, MAX_FORM_PARTS, MAX_JSON_DEPTH, Settings
@@ -93,7 +94,7 @@ def capture(environ: dict[str, Any], limits: CaptureLimits, ids: IdSource) -> Re
         remote_addr=environ.get("REMOTE_ADDR", ""),
         args=args,
         headers=headers,
-        cookies=tuple(parse_cookie(environ).items(multi=True)),
+        cookies=_cookies(environ),
         form=form,
         files=files,
         json=parsed_json,
@@ -113,14 +114,26 @@ def decode_text(data: bytes, content_type: str | None) -> str | None:
     if content_type:
         declared = parse_options_header(content_type)[1].get("charset")
         if declared:
-            try:
-                charset = codecs.lookup(declared).name
-            except LookupError:
-                pass
+            charset = _codec_name(declared) or charset
     try:
         return data.decode(charset)
-    except (UnicodeDecodeError, LookupError):
+    except (ValueError, LookupError):  # idna, punycode and undefined raise a bare UnicodeError (a ValueError)
         return None
+
+
+def _codec_name(declared: str) -> str | None:
+    """Python's codec for a declared charset, or None when it has none by that name."""
+    try:
+        return codecs.lookup(declared).name
+    except (LookupError, ValueError):  # ValueError: a NUL in the name, e.g. RFC 2231 charset*=UTF-8''%00
+        return None
+
+
+def _cookies(environ: dict[str, Any]) -> Pairs:
+    # werkzeug's WSGI-level parse_cookie decodes the header as strict UTF-8 and
+    # raises on other bytes; decode it the way every other header is decoded.
+    raw = environ.get("HTTP_COOKIE", "")
+    return tuple(parse_cookie(raw.encode("latin-1", "replace").decode("utf-8", "replace")).items(multi=True))
 
 
 def _utf8(raw: bytes, what: str, errors: list[str]) -> str:
@@ -240,12 +253,9 @@ def _inflate(data: bytes, wbits: int, max_body: int) -> tuple[bytes, bool]:
 
 def _check_charset(data: bytes, mimetype: str, options: dict[str, str], errors: list[str]) -> None:
     declared = options.get("charset")
-    if declared:
-        try:
-            codecs.lookup(declared)
-        except LookupError:
-            errors.append(f"unknown charset {declared!r}; body shown as UTF-8 or base64")
-            return
+    if declared and _codec_name(declared) is None:
+        errors.append(f"unknown charset {declared!r}; body shown as UTF-8 or base64")
+        return
     if data and (declared or mimetype.startswith("text/") or _is_json_type(mimetype)):
         if decode_text(data, f"{mimetype}; charset={declared}" if declared else None) is None:
             errors.append(f"body is not valid {declared or 'UTF-8'}; shown as base64")

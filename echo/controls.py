@@ -40,12 +40,15 @@ FORBIDDEN_HEADERS = frozenset(
 STATUS_RANGE = (200, 599)
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_CTL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# Controls, and lone surrogates: no encoding can put those on the wire.
+_CTL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\ud800-\udfff]")
 _COOKIE_VALUE = re.compile(r'[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*|"[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*"')
 _ATTR_VALUE = re.compile(r"[\x20-\x3a\x3c-\x7e]*")  # any CHAR but CTLs and ";"
 _DOMAIN = re.compile(r"\.?[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
-_DELAY = re.compile(r"\d+(?:\.\d*)?|\.\d+")
-_STATUS_ITEM = re.compile(r"\s*(\d+)\s*(?::\s*(\d+)\s*)?")
+_DELAY = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
+# ASCII digits only, and few: int() refuses over 4300 digits and random.choices
+# cannot weigh an int too large for a float.
+_STATUS_ITEM = re.compile(r"\s*([0-9]{1,9})\s*(?::\s*([0-9]{1,9})\s*)?")
 # X-Echo-Header / X-Echo-Cookie sent twice arrive joined by ", "; split only
 # where the next piece starts a new "Name:" or "name=".
 _SPLIT_HEADERS = re.compile(r",\s*(?=[!#$%&'*+.^_`|~0-9A-Za-z-]+\s*:)")
@@ -194,7 +197,7 @@ def _status(raw: str, limits: ControlLimits, rng: Chooser) -> int:
 
 def _check_text(value: str, what: str) -> None:
     if _CTL.search(value):
-        raise _Refused(f"{what} holds a control character (CR, LF, NUL or another); they are not allowed")
+        raise _Refused(f"{what} holds a control character (CR, LF, NUL or another) or a lone surrogate; they are not allowed")
 
 
 def _header(raw: str, limits: ControlLimits, rng: Chooser) -> tuple[str, str]:
@@ -213,8 +216,14 @@ def _header(raw: str, limits: ControlLimits, rng: Chooser) -> tuple[str, str]:
     return name, value.strip(" \t")
 
 
-def _cookie_pair(raw: str) -> tuple[str, str, list[str]]:
+def _check_cookie_text(raw: str) -> None:
     _check_text(raw, "the cookie")
+    if not raw.isascii():
+        raise _Refused("the cookie holds a non-ASCII character, which RFC 6265 forbids")
+
+
+def _cookie_pair(raw: str) -> tuple[str, str, list[str]]:
+    _check_cookie_text(raw)
     pair, *attrs = raw.split(";")
     name, sep, value = pair.partition("=")
     name, value = name.strip(), value.strip()
@@ -272,7 +281,7 @@ def _cookie(raw: str, limits: ControlLimits, rng: Chooser) -> str:
 
 
 def _delete_cookie(raw: str, limits: ControlLimits, rng: Chooser) -> str:
-    _check_text(raw, "the cookie")
+    _check_cookie_text(raw)
     first, *attrs = raw.split(";")
     name = first.partition("=")[0].strip()  # "sid" and "sid=" both name the cookie
     if not _TOKEN.fullmatch(name):
@@ -296,6 +305,10 @@ def _delay(raw: str, limits: ControlLimits, rng: Chooser) -> float:
 
 
 def _body(raw: str, limits: ControlLimits, rng: Chooser) -> str:
+    try:
+        raw.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _Refused("the body holds a lone surrogate, which UTF-8 cannot encode") from None
     return raw
 
 
