@@ -13,6 +13,8 @@ import signal
 import sys
 from typing import Any, NoReturn, Sequence
 
+from waitress import wasyncore
+
 from . import __version__
 from .config import SETTINGS, ConfigError, Settings, load_settings
 
@@ -23,9 +25,11 @@ WAITRESS_BODY_FACTOR = 4
 SHUTDOWN_GRACE_SECONDS = 2.0
 
 
-class _Stop(BaseException):
+class _Stop(wasyncore.ExitNow):
     """Raised by SIGTERM/SIGINT. Not KeyboardInterrupt: waitress's run() catches
-    that itself and then waits 5 s for busy threads, past our own deadline."""
+    that itself and then waits 5 s for busy threads, past our own deadline. An
+    ExitNow because the signal can land inside waitress's event loop, which
+    swallows any other exception a channel raises and keeps serving."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -105,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     health = store.health()
     if not health.ok:
         if not settings.start_without_store:
-            print(f"echo-server: error: history store {settings.store} is unreachable: {health.detail} "
+            print(f"echo-server: error: history store is unreachable: {health.detail} "
                   "(--start-without-store to start anyway)", file=sys.stderr)
             return 1
         logging.getLogger("echo").error("starting without the history store: %s", health.detail)

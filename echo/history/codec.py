@@ -1,0 +1,126 @@
+"""The wire format of one exchange in a shared store: JSON, bytes as base64.
+
+A Redis store is read by every replica, including ones running another Echo
+version during a rolling upgrade, so the format is explicit and versioned: one
+JSON object per exchange with every field of `Exchange`, `RequestRecord`,
+`ResponseRecord` and `FileInfo` by name. Bytes (bodies, which may be any
+binary) travel as base64; header, arg, cookie and form pairs as two-element
+lists in arrival order; `json` as the JSON value it already is. Decoding gives
+back records equal, field for field, to the ones encoded.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+from ..records import Exchange, FileInfo, Pairs, RequestRecord, ResponseRecord
+
+# Bumped whenever a field changes meaning; a reader refuses what it cannot read
+# rather than showing an exchange with fields silently missing.
+FORMAT_VERSION = 1
+
+_REQUEST_PAIRS = ("args", "headers", "cookies", "form")
+
+
+class CodecError(ValueError):
+    """Stored bytes that are not an exchange this version can read."""
+
+
+def exchange_to_bytes(exchange: Exchange) -> bytes:
+    """One exchange as compact ASCII JSON (non-ASCII text escaped, so any str,
+    even one holding lone surrogates, encodes)."""
+    request, response = exchange.request, exchange.response
+    doc = {
+        "v": FORMAT_VERSION,
+        "request": {
+            "id": request.id,
+            "started": request.started,
+            "method": request.method,
+            "url": request.url,
+            "path": request.path,
+            "query_string": request.query_string,
+            "http_version": request.http_version,
+            "remote_addr": request.remote_addr,
+            "args": _pairs_out(request.args),
+            "headers": _pairs_out(request.headers),
+            "cookies": _pairs_out(request.cookies),
+            "form": _pairs_out(request.form),
+            "files": [
+                {"field": f.field, "filename": f.filename, "content_type": f.content_type,
+                 "size": f.size, "sha256": f.sha256}
+                for f in request.files
+            ],
+            "json": request.json,
+            "body": _bytes_out(request.body),
+            "body_size": request.body_size,
+            "body_sha256": request.body_sha256,
+            "content": _bytes_out(request.content),
+            "content_encoding": request.content_encoding,
+            "errors": list(request.errors),
+            "truncated": request.truncated,
+            "too_large": request.too_large,
+        },
+        "response": {
+            "status": response.status,
+            "headers": _pairs_out(response.headers),
+            "body": _bytes_out(response.body),
+            "body_size": response.body_size,
+            "body_sha256": response.body_sha256,
+            "content_type": response.content_type,
+            "truncated": response.truncated,
+        },
+        "controls": exchange.controls,
+        "duration_ms": exchange.duration_ms,
+    }
+    try:
+        return json.dumps(doc, separators=(",", ":")).encode("ascii")
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise CodecError(f"exchange {request.id} cannot be stored: {exc}") from None
+
+
+def exchange_from_bytes(data: bytes) -> Exchange:
+    """The exchange `exchange_to_bytes` wrote; CodecError for anything else."""
+    try:
+        doc = json.loads(data)
+        if not isinstance(doc, dict) or doc.get("v") != FORMAT_VERSION:
+            version = doc.get("v") if isinstance(doc, dict) else None
+            raise CodecError(f"stored exchange has format {version!r}, this version reads {FORMAT_VERSION}")
+        req = dict(doc["request"])
+        for name in _REQUEST_PAIRS:
+            req[name] = _pairs_in(req[name])
+        req["files"] = tuple(FileInfo(**f) for f in req["files"])
+        req["body"] = _bytes_in(req["body"])
+        req["content"] = _bytes_in(req["content"])
+        req["errors"] = tuple(req["errors"])
+        resp = dict(doc["response"])
+        resp["headers"] = _pairs_in(resp["headers"])
+        resp["body"] = _bytes_in(resp["body"])
+        return Exchange(
+            request=RequestRecord(**req),
+            response=ResponseRecord(**resp),
+            controls=doc["controls"],
+            duration_ms=doc["duration_ms"],
+        )
+    except CodecError:
+        raise
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError, binascii.Error) as exc:
+        raise CodecError(f"stored exchange is unreadable: {exc!r}") from None
+
+
+def _pairs_out(pairs: Pairs) -> list[list[str]]:
+    return [[name, value] for name, value in pairs]
+
+
+def _pairs_in(items: Any) -> Pairs:
+    return tuple((name, value) for name, value in items)
+
+
+def _bytes_out(data: bytes | None) -> str | None:
+    return None if data is None else base64.b64encode(data).decode("ascii")
+
+
+def _bytes_in(text: str | None) -> bytes | None:
+    return None if text is None else base64.b64decode(text, validate=True)

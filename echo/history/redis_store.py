@@ -1,0 +1,345 @@
+"""The Redis history store: one history shared by every replica pointed at it.
+
+Key layout, for `--store-prefix P` (default ``echo``):
+
+* ``P:ids`` - a sorted set of exchange ids, every score 0. Equal scores make
+  Redis order members by their bytes, and ids are fixed-width lowercase hex
+  that sort in arrival order, so the set *is* the history in order: newest
+  first is ZREVRANGEBYLEX, ``before=<id>`` is the range ``(<id>``, the oldest
+  are rank 0.
+* ``P:x:<id>`` - a hash per exchange: ``d`` the encoded exchange (`codec`),
+  and the few fields the list filters look at (``m`` method, ``s`` status,
+  ``p``/``q`` path and query string, lowercased) so a filtered page is chosen
+  inside Redis without shipping the bodies of exchanges it skips.
+
+Every operation is one Lua script (or one plain command), so it is atomic
+across replicas: an add inserts, expires and trims to `--history` in one step
+(no replica can keep more or drop a newer one), and a page is read in one
+round trip, or a few when it is large or a filter has to look past many
+exchanges. Only adds and clears write, so the inspector still reads when
+Redis refuses writes (maxmemory reached).
+
+`--history-ttl` (default 0: no expiry) gives each exchange key a PEXPIRE;
+reads ignore ids older than the TTL by Redis's clock, and adds remove them
+from the index. Needs Redis 5 or newer (ZPOPMIN, UNLINK, TIME in scripts that
+write); a single Redis or a primary, not Redis Cluster (the scripts touch keys
+they derive from the prefix).
+
+Failures never escape as redis exceptions: every call raises `StoreError`
+after at most about `--store-timeout`, which the observer turns into "log once,
+keep answering" and the inspector into a 503.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from ..config import ConfigError
+from ..records import Exchange
+from .base import Health, Query, Store, StoreError
+from .codec import CodecError, exchange_from_bytes, exchange_to_bytes
+
+log = logging.getLogger("echo")
+
+T = TypeVar("T")
+
+# Exchanges returned by one page script. The inspector's largest page (1000)
+# is four round trips; a reply stays under ~50 MB even when every exchange
+# carries two full --keep-body bodies (base64), so neither Redis's output
+# buffer nor ours balloons on a HAR export.
+FETCH_PER_CALL = 250
+
+# Ids one page script may look at before handing back a cursor. A filter that
+# matches rarely would otherwise scan the whole history inside one script and
+# block Redis for every replica; 2000 hash lookups take a few milliseconds.
+SCAN_PER_CALL = 2000
+
+# Expired ids removed from the index per add: far more than the one id an add
+# inserts, so expiry keeps up, while no single add does unbounded work.
+EXPIRE_PER_CALL = 1000
+
+# A stale pooled connection (Redis restarted) fails once with a connection
+# error and is redialled; one retry hides that. Timeouts are not retried:
+# a stalled Redis must cost at most --store-timeout, not a multiple of it.
+RETRY = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
+
+_LUA_COMMON = """
+local index = KEYS[1]
+local xprefix = ARGV[1]
+local ttl_ms = tonumber(ARGV[2])
+
+-- The lowest id still within --history-ttl, as a ZRANGEBYLEX bound ('-' when
+-- nothing expires). An id starts with its arrival time in microseconds as 16
+-- hex digits, so "older than the TTL" is a lexicographic range. Redis's clock
+-- is the one every replica shares.
+local function live_from()
+  if ttl_ms <= 0 then return '-' end
+  local now = redis.call('TIME')
+  local cutoff = tonumber(now[1]) * 1000000 + tonumber(now[2]) - ttl_ms * 1000
+  if cutoff <= 0 then return '-' end
+  return '[' .. string.format('%016x', cutoff)
+end
+
+-- Drop exchanges (ids[first], ids[first + step], ...) and, unless they have
+-- left the index already, their index entries. In chunks, because unpack()
+-- is limited by Lua's stack (a few thousand values).
+local function forget(ids, first, step, in_index)
+  local chunk = 500 * step
+  for i = first, #ids, chunk do
+    local keys, members = {}, {}
+    for j = i, math.min(i + chunk - 1, #ids), step do
+      keys[#keys + 1] = xprefix .. ids[j]
+      members[#members + 1] = ids[j]
+    end
+    redis.call('UNLINK', unpack(keys))
+    if in_index then redis.call('ZREM', index, unpack(members)) end
+  end
+end
+"""
+
+# KEYS: index, exchange key. ARGV: prefix, ttl_ms, expire batch, id, limit,
+# encoded exchange, method, status, path, query.
+# Only adds and clears write: reads keep working on a read-only replica and
+# when Redis refuses writes (maxmemory reached).
+_LUA_ADD = _LUA_COMMON + """
+local from = live_from()
+if from ~= '-' then
+  -- Expired exchanges' keys are gone already (PEXPIRE); drop their ids too.
+  local old = redis.call('ZRANGEBYLEX', index, '-', '(' .. string.sub(from, 2), 'LIMIT', 0, tonumber(ARGV[3]))
+  if #old > 0 then forget(old, 1, 1, true) end
+end
+redis.call('ZADD', index, 0, ARGV[4])
+redis.call('HSET', KEYS[2], 'd', ARGV[6], 'm', ARGV[7], 's', ARGV[8], 'p', ARGV[9], 'q', ARGV[10])
+if ttl_ms > 0 then
+  redis.call('PEXPIRE', KEYS[2], ttl_ms)
+  -- Every id in the index arrived before this one: once this expires, so has
+  -- the whole history, index included.
+  redis.call('PEXPIRE', index, ttl_ms)
+end
+local excess = redis.call('ZCARD', index) - tonumber(ARGV[5])
+if excess > 0 then
+  -- Equal scores: ZPOPMIN pops the lexicographically smallest, the oldest.
+  -- Its reply alternates member and score.
+  forget(redis.call('ZPOPMIN', index, excess), 1, 2, false)
+end
+return excess
+"""
+
+# KEYS: index. ARGV: prefix, ttl_ms, expire batch, upper bound ('+' or '(id'),
+# wanted, scan budget, method, status, status class, needle ('' = no filter).
+# Returns {cursor, id, data, id, data, ...}; cursor is the last id looked at
+# when more may follow, '' when the index is exhausted.
+_LUA_PAGE = _LUA_COMMON + """
+local from = live_from()
+local upper = ARGV[4]
+local want = tonumber(ARGV[5])
+local budget = tonumber(ARGV[6])
+local method, needle = ARGV[7], ARGV[10]
+local status, class = tonumber(ARGV[8]), tonumber(ARGV[9])
+local filtered = method ~= '' or status ~= nil or class ~= nil or needle ~= ''
+local out = {''}
+local found, last, exhausted = 0, nil, false
+
+local function matches(key)
+  local f = redis.call('HMGET', key, 'm', 's', 'p', 'q')
+  if not f[1] then return false end
+  if method ~= '' and f[1] ~= method then return false end
+  local s = tonumber(f[2])
+  if status ~= nil and s ~= status then return false end
+  if class ~= nil and math.floor(s / 100) ~= class then return false end
+  if needle ~= '' and not string.find(f[3], needle, 1, true)
+                  and not string.find(f[4], needle, 1, true) then return false end
+  return true
+end
+
+while found < want and budget > 0 do
+  local batch = math.min(budget, math.max(want - found, filtered and 100 or 0))
+  local ids = redis.call('ZREVRANGEBYLEX', index, upper, from, 'LIMIT', 0, batch)
+  for _, id in ipairs(ids) do
+    budget = budget - 1
+    last = id
+    local key = xprefix .. id
+    if not filtered or matches(key) then
+      local data = redis.call('HGET', key, 'd')
+      if data then
+        out[#out + 1] = id
+        out[#out + 1] = data
+        found = found + 1
+        if found >= want then break end
+      end
+    end
+  end
+  if #ids < batch then
+    exhausted = true
+    break
+  end
+  upper = '(' .. ids[#ids]
+end
+if not exhausted and last then out[1] = last end
+return out
+"""
+
+# KEYS: index. ARGV: prefix, ttl_ms, expire batch.
+_LUA_COUNT = _LUA_COMMON + """
+return redis.call('ZLEXCOUNT', index, live_from(), '+')
+"""
+
+# KEYS: index. ARGV: prefix, ttl_ms, expire batch.
+_LUA_CLEAR = _LUA_COMMON + """
+local total = 0
+while true do
+  local ids = redis.call('ZRANGE', index, 0, 999)
+  if #ids == 0 then break end
+  forget(ids, 1, 1, true)
+  total = total + #ids
+end
+redis.call('DEL', index)
+return total
+"""
+
+
+def _reason(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def _text(value: str) -> bytes:
+    # Paths and query strings may hold lone surrogates; encode them the same
+    # way on both sides so substring matching in Redis equals matching in Python.
+    return value.encode("utf-8", "surrogatepass")
+
+
+class RedisStore(Store):
+    """A bounded history in Redis, shared by every Echo using the same prefix."""
+
+    backend = "redis"
+
+    def __init__(self, url: str, *, limit: int, prefix: str = "echo", timeout: float = 0.5, ttl: float = 0.0) -> None:
+        if not prefix:
+            raise ConfigError("--store-prefix: must not be empty for a Redis store")
+        if timeout <= 0:
+            raise ConfigError("--store-timeout: must be more than 0 for a Redis store (a dead Redis would hang requests)")
+        parts = urlsplit(url)
+        url = urlunsplit(parts._replace(scheme=parts.scheme.lower()))
+        try:
+            self._client = redis.Redis.from_url(
+                url,
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+                retry=RETRY,
+                health_check_interval=0,
+            )
+        except ValueError as exc:
+            raise ConfigError(f"--store: {exc}") from None
+        self._where = self._describe(parts.scheme.lower())
+        self._limit = limit
+        self._ttl_ms = max(1, round(ttl * 1000)) if ttl > 0 else 0
+        self._index = f"{prefix}:ids"
+        self._xprefix = f"{prefix}:x:"
+        self._prefix = prefix
+        self._add = self._client.register_script(_LUA_ADD)
+        self._page = self._client.register_script(_LUA_PAGE)
+        self._count = self._client.register_script(_LUA_COUNT)
+        self._clear = self._client.register_script(_LUA_CLEAR)
+        self._warned_unreadable = False
+
+    def _describe(self, scheme: str) -> str:
+        """Where the store lives, for messages: never the password."""
+        kwargs = self._client.connection_pool.connection_kwargs
+        if "path" in kwargs:
+            return f"unix:{kwargs['path']} db {kwargs.get('db', 0)}"
+        return f"{scheme}://{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
+
+    def _call(self, what: str, action: Callable[[], T]) -> T:
+        try:
+            return action()
+        except (RedisError, OSError) as exc:
+            raise StoreError(f"redis {self._where}: {what} failed: {_reason(exc)}") from exc
+
+    def _common(self) -> list[Any]:
+        return [self._xprefix, self._ttl_ms, EXPIRE_PER_CALL]
+
+    # ---- Store ------------------------------------------------------------
+
+    def add(self, exchange: Exchange) -> None:
+        if self._limit <= 0:
+            return
+        try:
+            data = exchange_to_bytes(exchange)
+        except CodecError as exc:
+            raise StoreError(str(exc)) from exc
+        request = exchange.request
+        args = [
+            *self._common(), exchange.id, self._limit, data,
+            _text(request.method.upper()), str(exchange.response.status),
+            _text(request.path.lower()), _text(request.query_string.lower()),
+        ]
+        self._call("add", lambda: self._add(keys=[self._index, self._xprefix + exchange.id], args=args))
+
+    def get(self, exchange_id: str) -> Exchange | None:
+        data = self._call("get", lambda: self._client.hget(self._xprefix + exchange_id, "d"))
+        if data is None:
+            return None
+        try:
+            return exchange_from_bytes(data)
+        except CodecError as exc:
+            raise StoreError(f"redis {self._where}: exchange {exchange_id}: {exc}") from exc
+
+    def list(self, query: Query) -> list[Exchange]:
+        upper: str | bytes = "(" + query.before if query.before else "+"
+        filters = [
+            _text(query.method.upper()) if query.method else b"",
+            "" if query.status is None else str(query.status),
+            "" if query.status_class is None else str(query.status_class),
+            _text(query.q.lower()) if query.q else b"",
+        ]
+        found: list[Exchange] = []
+        while len(found) < query.limit:
+            want = min(query.limit - len(found), FETCH_PER_CALL)
+            args = [*self._common(), upper, want, SCAN_PER_CALL, *filters]
+            reply = self._call("list", lambda: self._page(keys=[self._index], args=args))
+            cursor = reply[0]
+            for i in range(1, len(reply) - 1, 2):
+                exchange = self._decode(reply[i], reply[i + 1])
+                if exchange is not None:
+                    found.append(exchange)
+            if not cursor:
+                break
+            upper = b"(" + cursor
+        return found
+
+    def _decode(self, exchange_id: bytes, data: bytes) -> Exchange | None:
+        try:
+            return exchange_from_bytes(data)
+        except CodecError as exc:
+            # One unreadable entry (another version's format, a foreign key
+            # under our prefix) must not take every list page down with it.
+            if not self._warned_unreadable:
+                self._warned_unreadable = True
+                log.warning("history store: skipping unreadable exchange %s: %s",
+                            exchange_id.decode("ascii", "replace"), exc)
+            return None
+
+    def clear(self) -> None:
+        self._call("clear", lambda: self._clear(keys=[self._index], args=self._common()))
+
+    def count(self) -> int:
+        return int(self._call("count", lambda: self._count(keys=[self._index], args=self._common())))
+
+    def health(self) -> Health:
+        try:
+            kept = int(self._count(keys=[self._index], args=self._common()))
+        except (RedisError, OSError) as exc:
+            return Health(ok=False, backend=self.backend, detail=f"{self._where}: {_reason(exc)}")
+        return Health(ok=True, backend=self.backend,
+                      detail=f"{kept} of {self._limit} exchanges kept in {self._where} under {self._prefix}:")
+
+    def close(self) -> None:
+        self._client.close()
