@@ -65,7 +65,7 @@ def create_app(config: Mapping[str, Any] | None = None, environ: Mapping[str, st
     metrics = Metrics()
     sinks: list[Any] = [metrics]
     if settings.log != "off":
-        sinks.append(AccessLog(settings.log))
+        sinks.append(AccessLog(settings.log, redact=settings.redact))
     recorder = Recorder(store, settings.history, settings.keep_body, settings.redact, tuple(sinks))
     app.extensions["echo.store"] = store
     app.extensions["echo.metrics"] = metrics

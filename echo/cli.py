@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from typing import Any, NoReturn, Sequence
 
 from waitress import wasyncore
@@ -23,13 +24,6 @@ from .config import SETTINGS, ConfigError, Settings, load_settings
 WAITRESS_BODY_FACTOR = 4
 # Threads still busy (a long _delay) get this long after SIGTERM.
 SHUTDOWN_GRACE_SECONDS = 2.0
-
-
-class _Stop(wasyncore.ExitNow):
-    """Raised by SIGTERM/SIGINT. Not KeyboardInterrupt: waitress's run() catches
-    that itself and then waits 5 s for busy threads, past our own deadline. An
-    ExitNow because the signal can land inside waitress's event loop, which
-    swallows any other exception a channel raises and keeps serving."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -135,18 +129,26 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 2
 
+    stopping = threading.Event()
+
     def stop(signum: int, frame: Any) -> None:
-        raise _Stop
+        # Only a flag: an exception raised here surfaces wherever the main thread
+        # happens to be, and inside a waitress channel handler it is swallowed
+        # ("uncaptured python exception, closing channel") and serving goes on.
+        stopping.set()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    # TcpWSGIServer keeps its sockets in _map, MultiSocketServer (several listen addresses) in map.
+    sockets = getattr(server, "map", None) or server._map
     try:
         echo_url, ui_url = _listen_urls(server, settings)
         print(f"Echo {__version__} listening on {echo_url} - inspector at {ui_url} "
               f"(history: {health.backend}, {settings.history} kept)", flush=True)
-        server.run()
-    except _Stop:
-        pass
+        while not stopping.is_set():
+            # One poll at a time, each at most asyncore_loop_timeout (1 s), so a stop is seen within that.
+            wasyncore.loop(timeout=server.adj.asyncore_loop_timeout, use_poll=server.adj.asyncore_use_poll,
+                           map=sockets, count=1)
     finally:
         server.task_dispatcher.shutdown(cancel_pending=True, timeout=SHUTDOWN_GRACE_SECONDS)
         server.close()

@@ -1,17 +1,39 @@
-"""Metrics: counters of echo exchanges, served in Prometheus text format."""
+"""Metrics: counts of echo exchanges, served at <prefix>metrics in Prometheus text format.
+
+`Metrics` is one of the observer's sinks, so it sees every echo exchange (and
+nothing from the inspector, health or metrics routes themselves). `render`
+writes the text exposition format, version 0.0.4, which every Prometheus-
+compatible scraper reads.
+"""
 
 from __future__ import annotations
 
 import threading
-from typing import Callable
 
 from .records import Exchange
 
 # Seconds; spans a fast echo (sub-millisecond) to the longest default _delay.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
+# Methods counted under their own name. Anything else a caller invents is
+# counted as OTHER: every distinct label value is a new time series, and a
+# client sending random method tokens must not grow the scrape without bound.
+KNOWN_METHODS = frozenset({
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT",
+    "PROPFIND", "PROPPATCH", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK", "PURGE", "REPORT", "SEARCH", "QUERY",
+})
+
+def method_label(method: str) -> str:
+    return method if method in KNOWN_METHODS else "OTHER"
+
+
+def status_label(status: int) -> str:
+    return f"{status // 100}xx"
+
 
 class Metrics:
+    """Thread-safe counters and a latency histogram of answered echo requests."""
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.requests: dict[tuple[str, str], int] = {}
@@ -20,10 +42,7 @@ class Metrics:
         self.latency_sum = 0.0
 
     def __call__(self, exchange: Exchange) -> None:
-        method = exchange.request.method
-        if not method.isalpha() or len(method) > 20:
-            method = "OTHER"  # label values stay bounded whatever the wire sends
-        key = (method, f"{exchange.response.status // 100}xx")
+        key = (method_label(exchange.request.method), status_label(exchange.response.status))
         seconds = exchange.duration_ms / 1000
         with self._lock:
             self.requests[key] = self.requests.get(key, 0) + 1
@@ -31,9 +50,11 @@ class Metrics:
             self.latency_sum += seconds
             for i, bound in enumerate(LATENCY_BUCKETS):
                 if seconds <= bound:
-                    self.buckets[i] += 1
+                    self.buckets[i] += 1  # buckets are cumulative: each counts all at or below it
 
-    def render(self, history_size: int, store_errors: int, dropped: int, version: str) -> str:
+    def render(self, history_size: int | None, store_errors: int, dropped: int, version: str) -> str:
+        """The exposition text. A history size below 0 or None means the store did not answer:
+        the gauge is left out for that scrape rather than reported as a made-up number."""
         with self._lock:
             requests = sorted(self.requests.items())
             buckets = list(self.buckets)
@@ -47,14 +68,17 @@ class Metrics:
             "# HELP echo_request_duration_seconds Time from arrival to answer built.",
             "# TYPE echo_request_duration_seconds histogram",
         ]
-        out += [f'echo_request_duration_seconds_bucket{{le="{b:g}"}} {n}' for b, n in zip(LATENCY_BUCKETS, buckets)]
+        out += [f'echo_request_duration_seconds_bucket{{le="{b!r}"}} {n}' for b, n in zip(LATENCY_BUCKETS, buckets)]
         out += [
             f'echo_request_duration_seconds_bucket{{le="+Inf"}} {count}',
-            f"echo_request_duration_seconds_sum {total:.6f}",
+            f"echo_request_duration_seconds_sum {total!r}",
             f"echo_request_duration_seconds_count {count}",
             "# HELP echo_history_size Exchanges kept in history.",
             "# TYPE echo_history_size gauge",
-            f"echo_history_size {history_size}",
+        ]
+        if history_size is not None and history_size >= 0:
+            out.append(f"echo_history_size {history_size}")
+        out += [
             "# HELP echo_store_errors_total Failed writes to the history store.",
             "# TYPE echo_store_errors_total counter",
             f"echo_store_errors_total {store_errors}",
@@ -63,9 +87,11 @@ class Metrics:
             f"echo_history_dropped_total {dropped}",
             "# HELP echo_build_info Version of the running server.",
             "# TYPE echo_build_info gauge",
-            f'echo_build_info{{version="{version}"}} 1',
+            f'echo_build_info{{version="{_label_value(version)}"}} 1',
         ]
         return "\n".join(out) + "\n"
 
 
-MetricsSink = Callable[[Exchange], None]
+def _label_value(text: str) -> str:
+    """A label value as the format wants it: backslash, quote and newline escaped."""
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

@@ -34,11 +34,12 @@ CHROMIUM_ARGS = [
 START_LINE = re.compile(r"listening on http://(?P<host>[^ ]+?):(?P<port>\d+)/")
 
 
-def need(tool: str, found: bool, package: str) -> None:
+def need(tool: str, found: bool, package: str, how: str | None = None) -> None:
     """Skip on a machine without `tool`; fail in CI, which must have installed it."""
     if found:
         return
-    message = f"{tool} not found: install Debian's {package} package (apt-get install {package})"
+    how = how or f"install Debian's {package} package (apt-get install {package})"
+    message = f"{tool} not found: {how}"
     if IN_CI:
         pytest.fail(f"CI=true but {message}; .ci/run should have installed it")
     pytest.skip(message)

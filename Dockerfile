@@ -1,0 +1,60 @@
+# Echo's container image: the echo server on 0.0.0.0:8080, run as a non-root
+# user, configured by ECHO_* variables, JSON access log on stdout.
+#
+#   docker build -t echo-server .
+#   docker run --rm -p 127.0.0.1:8080:8080 echo-server
+#
+# The build stage turns the source into a wheel and installs it with its
+# dependencies into a virtualenv; the runtime stage gets only that virtualenv,
+# so no source tree, build tools or pip cache end up in the image. The two
+# stages share one base image, so the virtualenv's interpreter links resolve.
+
+ARG PYTHON_VERSION=3.12
+
+FROM python:${PYTHON_VERSION}-slim AS build
+WORKDIR /src
+COPY pyproject.toml setup.cfg README.md LICENSE ./
+COPY echo ./echo
+COPY static ./static
+# The virtualenv gets no pip of its own: this stage's pip installs into it
+# (--python), so the runtime holds Echo and its dependencies and nothing else.
+RUN python -m pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
+    && python -m venv --without-pip /opt/echo \
+    && python -m pip --python /opt/echo/bin/python install --no-cache-dir /wheels/*.whl
+
+FROM python:${PYTHON_VERSION}-slim AS runtime
+
+# Kept equal to echo.__version__ (tests/test_container.py checks it).
+ARG VERSION=0.1.0
+# The repository the image was built from: pass --build-arg SOURCE_URL=<url>
+# (scripts/container-smoke passes the git remote's).
+ARG SOURCE_URL=""
+LABEL org.opencontainers.image.title="Echo" \
+      org.opencontainers.image.description="HTTP request/response inspector and echo server" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.licenses="MIT" \
+      org.opencontainers.image.source="${SOURCE_URL}"
+
+# A fixed numeric id, so Kubernetes' runAsNonRoot can verify it without a passwd lookup.
+RUN groupadd --system --gid 10001 echo \
+    && useradd --system --no-log-init --uid 10001 --gid echo --no-create-home --shell /usr/sbin/nologin echo
+
+COPY --from=build /opt/echo /opt/echo
+
+ENV PATH="/opt/echo/bin:${PATH}" \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    ECHO_HOST=0.0.0.0 \
+    ECHO_PORT=8080 \
+    ECHO_LOG=json
+
+USER 10001:10001
+EXPOSE 8080
+
+# Standard library only: the slim image has no curl or wget. A 503 (store
+# unreachable) raises, so the container turns unhealthy until the store is back.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('ECHO_PORT', '8080') + os.environ.get('ECHO_UI_PREFIX', '/_/') + 'healthz', timeout=2)"]
+
+# Exec form: the server is PID 1 and gets SIGTERM from `docker stop` itself.
+CMD ["echo-server"]
