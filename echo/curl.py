@@ -1,69 +1,147 @@
-"""Curl: a recorded request -> a bash command that sends the same request again.
+"""Curl: a recorded request -> a shell command that sends the same request again.
 
-Every argument is single-quoted (with ' written as '\\''), so quotes, $,
-backticks and backslashes reach curl untouched. Bodies that hold bytes an
-argument cannot carry (NUL) or are not text are piped in through printf with
-octal escapes.
+The command is written for bash (and works in zsh and dash, which share the
+quoting it uses). It sends the same method, URL, headers and body bytes:
+
+- Every argument is single-quoted (a ' inside is written '\\''), so quotes,
+  `$`, backticks and backslashes reach curl untouched. An argument that holds
+  a control character (a tab in a header) is written as $'...' instead, so a
+  terminal never sees a raw control byte when the command is pasted.
+- Text bodies go inline with --data-raw (never --data-binary, which would read
+  a body starting with '@' as a local file name). Binary bodies, bodies with
+  NUL or CR bytes, and large ones are piped in with `printf` and three-digit
+  octal escapes, a shell builtin, so neither the argument length limit nor a
+  NUL byte stops them.
+- Headers curl adds by itself (User-Agent, Accept, the Content-Type of a body,
+  Expect) are switched off when the original request did not have them.
+
+When the command cannot be exact (a body cut to --keep-body, a redacted
+header), comment lines before it say so.
 """
 
 from __future__ import annotations
 
 from .records import RequestRecord
 
-# Headers curl derives from the URL and body itself; sending them again would
+REDACTED = "[redacted]"
+
+# Headers curl derives from the URL and the body; sending them again would
 # duplicate or contradict what it computes.
 _DERIVED = frozenset({"host", "content-length", "transfer-encoding", "connection"})
 
+# Headers curl adds on its own unless told not to; an empty `Name:` turns one off.
+_CURL_DEFAULTS = ("User-Agent", "Accept")
+_CURL_BODY_DEFAULTS = ("Content-Type", "Expect")
+
+# A body goes inline as one argument when its quoted form is at most this
+# long. Linux caps a single argument at 128 KiB (MAX_ARG_STRLEN) and quoting
+# can grow text fourfold (each ' becomes '\''); larger bodies are piped in
+# through printf, a shell builtin that no exec limit applies to.
+INLINE_ARG_MAX = 64 * 1024
+
 
 def quote(text: str) -> str:
+    """One shell word holding exactly `text` (which must not contain NUL)."""
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in text):
+        return _ansi_c_quote(text)
     return "'" + text.replace("'", "'\\''") + "'"
 
 
-def _printf_format(data: bytes) -> str:
+def _ansi_c_quote(text: str) -> str:
+    out = ["$'"]
+    for char in text:
+        code = ord(char)
+        if char == "\\":
+            out.append("\\\\")
+        elif char == "'":
+            out.append("\\'")
+        elif code < 0x20 or code == 0x7F:
+            out.append(f"\\x{code:02x}")
+        else:
+            out.append(char)
+    out.append("'")
+    return "".join(out)
+
+
+def printf_format(data: bytes) -> str:
+    """A printf format that prints exactly `data`: printable ASCII as is, the rest as \\ooo."""
     out = []
     for byte in data:
-        char = chr(byte)
-        if char == "%":
+        if byte == 0x25:  # %
             out.append("%%")
-        elif char == "\\":
+        elif byte == 0x5C:  # backslash
             out.append("\\\\")
         elif 0x20 <= byte < 0x7F:
-            out.append(char)
+            out.append(chr(byte))
         else:
+            # Always three digits: a following digit is never read as part of the escape.
             out.append(f"\\{byte:03o}")
     return "".join(out)
 
 
+def printf_command(data: bytes) -> str:
+    """A shell command that writes exactly `data` to stdout.
+
+    `--` ends printf's options: a body starting with '-' is data, not a flag.
+    """
+    return f"printf -- {quote(printf_format(data))}"
+
+
+def _inline_argument(data: bytes) -> str | None:
+    """The body as one quoted argument, or None when it must be piped in."""
+    if len(data) > INLINE_ARG_MAX:
+        return None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    # NUL cannot be in an argument at all; CR and other control bytes are exact
+    # in a quoted word but are easily changed by terminals and editors on paste.
+    if any((ord(char) < 0x20 and char not in "\n\t") or ord(char) == 0x7F for char in text):
+        return None
+    quoted = quote(text)
+    return quoted if len(quoted.encode("utf-8")) <= INLINE_ARG_MAX else None
+
+
 def curl_command(record: RequestRecord) -> str:
-    """One shell command; a note on a comment line first when it cannot be exact."""
-    notes = []
+    """One shell command, with comment lines first when it cannot be exact."""
+    notes: list[str] = []
     parts = ["curl", "--globoff", "--path-as-is", "--silent", "--show-error"]
-    if record.method == "HEAD":
+    if record.http_version == "HTTP/1.0":
+        parts.append("--http1.0")
+    has_length = record.header("Content-Length") is not None
+    send_body = record.body_size > 0 or has_length
+    if record.method == "HEAD" and not send_body:
         parts.append("--head")
-    elif record.method != "GET" or record.body_size:
+    elif record.method != "GET" or send_body:
         parts += ["--request", quote(record.method)]
     parts.append(quote(record.url))
+
+    present = {name.lower() for name, _ in record.headers}
     for name, value in record.headers:
         if name.lower() in _DERIVED:
             continue
+        if "\x00" in name or "\x00" in value:
+            notes.append(f"# the {name!r} header held a NUL byte, which no command-line argument can carry; it is left out")
+            continue
+        # "Name;" is curl's way to send a header with an empty value ("Name:" would remove it).
         parts += ["--header", quote(f"{name};" if value == "" else f"{name}: {value}")]
-        if value == "[redacted]":
+        if value == REDACTED:
             notes.append(f"# {name} was redacted in history; put the real value back before running this")
-    if record.truncated:
-        notes.append(f"# the body was cut to {len(record.body)} of {record.body_size} bytes in history")
+    defaults = _CURL_DEFAULTS + (_CURL_BODY_DEFAULTS if send_body else ())
+    parts += [arg for name in defaults if name.lower() not in present for arg in ("--header", quote(f"{name}:"))]
+
     stdin = ""
-    if record.body:
-        data = record.body
-        try:
-            text = data.decode("utf-8")
-            plain = "\x00" not in text and "\r" not in text
-        except UnicodeDecodeError:
-            plain = False
-        if plain:
-            parts += ["--data-binary", quote(text)]
+    if send_body:
+        if record.truncated:
+            notes.append(
+                f"# the body was cut to {len(record.body)} of {record.body_size} bytes in history "
+                "(--keep-body); this sends the part that was kept"
+            )
+        argument = _inline_argument(record.body)
+        if argument is not None:
+            parts += ["--data-raw", argument]
         else:
-            stdin = f"printf {quote(_printf_format(data))} | "
+            stdin = printf_command(record.body) + " | "
             parts += ["--data-binary", "@-"]
-    elif record.method in ("POST", "PUT", "PATCH") and record.body_size == 0:
-        parts += ["--data-binary", "''"]
     return "".join(line + "\n" for line in notes) + stdin + " ".join(parts) + "\n"

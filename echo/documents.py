@@ -43,6 +43,14 @@ def multi(pairs: tuple[tuple[str, str], ...]) -> dict[str, list[str]]:
     return out
 
 
+def first_wins(pairs: tuple[tuple[str, str], ...]) -> dict[str, str]:
+    """A repeated cookie name keeps its first value, as servers read it."""
+    out: dict[str, str] = {}
+    for key, value in pairs:
+        out.setdefault(key, value)
+    return out
+
+
 def body_view(
     wire: bytes,
     decoded: bytes,
@@ -100,7 +108,7 @@ def request_document(record: RequestRecord) -> dict[str, Any]:
         "remote_addr": record.remote_addr,
         "args": multi(record.args),
         "headers": dict(record.headers),
-        "cookies": dict(reversed(record.cookies)),  # the first of a repeated name wins, as servers read it
+        "cookies": first_wins(record.cookies),
         "form": multi(record.form),
         "files": files,
         "json": record.json,

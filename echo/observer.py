@@ -63,6 +63,12 @@ class Recorder:
         if request.content is not None and len(request.content) > keep:
             changes_req["content"] = request.content[:keep]
             changes_req["truncated"] = True
+        if changes_req.get("truncated"):
+            # json and form are parsed from the whole body: keeping them would keep
+            # the whole body in another shape (1 MiB of JSON is tens of MiB of
+            # Python objects). A cut body keeps only the form fields that fit.
+            changes_req["json"] = None
+            changes_req["form"] = _fit(request.form, keep)
         if self.redact:
             headers = self._redact(request.headers)
             if headers is not request.headers:
@@ -115,3 +121,14 @@ class Recorder:
                     down = now - self._failing_since
                     self._failing_since = None
                     log.warning("history store is back after %.1f s; %d exchanges were not recorded", down, self.dropped)
+
+
+def _fit(pairs: Pairs, budget: int) -> Pairs:
+    """The leading pairs whose names and values fit in `budget` characters in all."""
+    kept = []
+    for name, value in pairs:
+        budget -= len(name) + len(value)
+        if budget < 0:
+            break
+        kept.append((name, value))
+    return tuple(kept)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 
 from markupsafe import Markup, escape
 from pygments import highlight
@@ -21,6 +22,7 @@ from pygments.util import ClassNotFound
 HIGHLIGHT_MAX_CHARS = 256 * 1024
 
 _FORMATTER = HtmlFormatter(cssclass="hl", nowrap=False)
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _lexer_for(content_type: str | None) -> Lexer:
@@ -42,9 +44,12 @@ def pretty_text(text: str, content_type: str | None) -> str:
     mimetype = (content_type or "").split(";")[0].strip().lower()
     if mimetype == "application/json" or mimetype.endswith("+json"):
         try:
-            return json.dumps(json.loads(text), indent=2, ensure_ascii=False)
+            pretty = json.dumps(json.loads(text), indent=2, ensure_ascii=False)
         except (ValueError, RecursionError):
             return text
+        # A "\ud800" escape parses to a lone surrogate, which no page can encode;
+        # it can only sit inside a JSON string, so write it back as the escape it was.
+        return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", pretty)
     return text
 
 
@@ -61,9 +66,22 @@ def highlight_terminal(text: str, content_type: str | None) -> str:
     return highlight(text, _lexer_for(content_type), TerminalFormatter())
 
 
+# Token colours for each colour scheme, from pygments' own styles: the page
+# follows the reader's system setting, and both read well on its backgrounds.
+LIGHT_STYLE = "default"
+DARK_STYLE = "github-dark"
+
+
 @functools.lru_cache(maxsize=1)
 def pygments_css() -> str:
-    """Light and dark token colours, from pygments' own styles."""
-    light = HtmlFormatter(style="default").get_style_defs(".hl")
-    dark = HtmlFormatter(style="monokai").get_style_defs(".hl")
-    return f"{light}\n@media (prefers-color-scheme: dark) {{\n{dark}\n}}\n"
+    """Light and dark token colours, each under its own prefers-color-scheme query.
+
+    Each style's rules apply only in its scheme: a class the dark style leaves
+    undefined must not keep the light style's colour on a dark background.
+    """
+    light = HtmlFormatter(style=LIGHT_STYLE).get_style_defs(".hl")
+    dark = HtmlFormatter(style=DARK_STYLE).get_style_defs(".hl")
+    return (
+        f"@media (prefers-color-scheme: light) {{\n{light}\n}}\n"
+        f"@media (prefers-color-scheme: dark) {{\n{dark}\n}}\n"
+    )

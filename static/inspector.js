@@ -1,9 +1,15 @@
-// Echo inspector: live history list, filters, clear, and copy-as-curl.
-// Request data is only ever placed with textContent, never as HTML.
+// Echo inspector: the live history list (filters, clear) and copy-as-curl.
+// Request data is only ever placed with textContent and attribute setters,
+// never parsed as HTML, so whatever a request held is shown as text.
 (function () {
   "use strict";
   var prefix = document.body.getAttribute("data-prefix") || "/_/";
+  // The list asks for new exchanges this often; the contract is "within 2 s".
   var POLL_MS = 1000;
+  // Rows the list shows; matches LIST_ROWS in echo/inspector.py.
+  var ROWS = 200;
+  // Typing in the path filter waits this long for a pause before asking.
+  var TYPING_MS = 200;
 
   function cell(row, text, cls) {
     var td = document.createElement("td");
@@ -13,11 +19,10 @@
     return td;
   }
 
-  function link(td, id, text) {
-    td.textContent = "";
+  function link(td, id, child) {
     var a = document.createElement("a");
     a.href = prefix + "exchanges/" + encodeURIComponent(id);
-    a.textContent = text;
+    a.appendChild(child);
     td.appendChild(a);
   }
 
@@ -26,17 +31,21 @@
     tr.setAttribute("data-id", x.id);
     if (fresh) tr.className = "new";
     var req = x.request;
-    link(cell(tr, ""), x.id, x.time);
+    var time = document.createElement("time");
+    time.setAttribute("datetime", x.time);
+    time.title = x.time;
+    time.textContent = x.time.slice(11, 23);
+    link(cell(tr, "", "time"), x.id, time);
     cell(tr, req.method, "method");
-    link(cell(tr, "", "path"), x.id, req.path + (req.query_string ? "?" + req.query_string : ""));
+    link(cell(tr, "", "path"), x.id, document.createTextNode(req.path + (req.query_string ? "?" + req.query_string : "")));
     cell(tr, String(x.response.status), "status s" + Math.floor(x.response.status / 100) + "xx");
     cell(tr, x.duration_ms.toFixed(1) + " ms", "num");
-    cell(tr, req.body.size + " B", "num");
-    cell(tr, req.remote_addr);
+    cell(tr, req.body.size + " B / " + x.response.body.size + " B", "num");
+    cell(tr, req.remote_addr, "client");
     return tr;
   }
 
-  function filterQuery() {
+  function filterParams() {
     var params = new URLSearchParams();
     var method = document.getElementById("f-method").value;
     var status = document.getElementById("f-status").value;
@@ -44,8 +53,6 @@
     if (method) params.set("method", method);
     if (status) params.set("status", status);
     if (q) params.set("q", q);
-    params.set("bodies", "0");
-    params.set("limit", "200");
     return params;
   }
 
@@ -53,47 +60,126 @@
     var rows = document.getElementById("rows");
     var empty = document.getElementById("empty");
     var live = document.getElementById("live");
-    var first = true;
+    // Bumped by every clear and filter change: an answer to an older request
+    // must not put back rows that were just cleared or filtered out.
+    var generation = 0;
+    var timer = null;
+    var typing = null;
 
-    function refresh() {
-      return fetch(prefix + "api/exchanges?" + filterQuery().toString(), { headers: { Accept: "application/json" } })
-        .then(function (r) { if (!r.ok) throw new Error("HTTP " + r.status); return r.json(); })
-        .then(function (doc) {
-          var known = {};
-          Array.prototype.forEach.call(rows.querySelectorAll("tr[data-id]"), function (tr) {
-            known[tr.getAttribute("data-id")] = true;
-          });
-          var frag = document.createDocumentFragment();
-          doc.exchanges.forEach(function (x) { frag.appendChild(rowFor(x, !first && !known[x.id])); });
-          rows.replaceChildren(frag);
-          empty.hidden = doc.exchanges.length > 0;
-          live.textContent = "live";
-          first = false;
-        })
-        .catch(function (err) { live.textContent = "offline (" + err.message + ")"; });
+    function shownIds() {
+      return Array.prototype.map.call(rows.querySelectorAll("tr[data-id]"), function (tr) {
+        return tr.getAttribute("data-id");
+      });
     }
 
-    function loop() { refresh().then(function () { setTimeout(loop, POLL_MS); }); }
+    function show(exchanges, markNew) {
+      var current = {};
+      Array.prototype.forEach.call(rows.querySelectorAll("tr[data-id]"), function (tr) {
+        current[tr.getAttribute("data-id")] = tr;
+      });
+      var wanted = exchanges.map(function (x) { return x.id; });
+      if (wanted.join(",") !== shownIds().join(",")) {
+        var frag = document.createDocumentFragment();
+        exchanges.forEach(function (x) {
+          // A kept exchange never changes, so its row is reused as it is.
+          frag.appendChild(current[x.id] || rowFor(x, markNew));
+        });
+        rows.replaceChildren(frag);
+      }
+      empty.hidden = exchanges.length > 0;
+    }
+
+    function refresh(markNew) {
+      var mine = generation;
+      var params = filterParams();
+      params.set("bodies", "0");
+      params.set("limit", String(ROWS));
+      return fetch(prefix + "api/exchanges?" + params.toString(), {
+        headers: { Accept: "application/json" }, cache: "no-store"
+      })
+        .then(function (r) {
+          if (!r.ok) throw new Error("HTTP " + r.status);
+          return r.json();
+        })
+        .then(function (doc) {
+          if (mine !== generation) return;
+          show(doc.exchanges, markNew);
+          live.textContent = "live";
+          live.className = "muted";
+        })
+        .catch(function (err) {
+          live.textContent = "not updating (" + err.message + "), retrying";
+          live.className = "warn";
+        });
+    }
+
+    function schedule() {
+      clearTimeout(timer);
+      timer = setTimeout(loop, POLL_MS);
+    }
+
+    function loop() {
+      if (document.hidden) { live.textContent = "paused while hidden"; return; }
+      refresh(true).then(schedule);
+    }
+
+    function filtersChanged() {
+      generation += 1;
+      var params = filterParams();
+      history.replaceState(null, "", prefix + (params.toString() ? "?" + params.toString() : ""));
+      refresh(false);
+    }
 
     document.getElementById("filters").addEventListener("submit", function (e) {
       e.preventDefault();
-      var params = filterQuery();
-      params.delete("bodies"); params.delete("limit");
-      history.replaceState(null, "", prefix + (params.toString() ? "?" + params.toString() : ""));
-      refresh();
+      filtersChanged();
     });
-    ["f-method", "f-status"].forEach(function (id) {
-      document.getElementById(id).addEventListener("change", function () { refresh(); });
+    document.getElementById("f-method").addEventListener("change", filtersChanged);
+    document.getElementById("f-status").addEventListener("change", filtersChanged);
+    document.getElementById("f-q").addEventListener("input", function () {
+      clearTimeout(typing);
+      typing = setTimeout(filtersChanged, TYPING_MS);
     });
-    document.getElementById("f-q").addEventListener("input", function () { refresh(); });
     document.getElementById("clear").addEventListener("click", function () {
-      fetch(prefix + "api/exchanges", { method: "DELETE" }).then(function () {
-        rows.replaceChildren();
-        empty.hidden = false;
-        return refresh();
-      });
+      generation += 1;
+      fetch(prefix + "api/exchanges", { method: "DELETE" })
+        .then(function (r) {
+          if (!r.ok) throw new Error("HTTP " + r.status);
+          rows.replaceChildren();
+          empty.hidden = false;
+          live.textContent = "history cleared";
+          live.className = "muted";
+        })
+        .catch(function (err) {
+          live.textContent = "could not clear (" + err.message + ")";
+          live.className = "warn";
+        });
     });
-    loop();
+    document.addEventListener("visibilitychange", function () {
+      if (!document.hidden) { clearTimeout(timer); loop(); }
+    });
+    schedule();
+  }
+
+  function copy(text) {
+    if (navigator.clipboard && window.isSecureContext) {
+      return navigator.clipboard.writeText(text).catch(function () { fallbackCopy(text); });
+    }
+    return new Promise(function (resolve) { fallbackCopy(text); resolve(); });
+  }
+
+  function fallbackCopy(text) {
+    // Pages over plain http (not localhost) have no clipboard API.
+    var area = document.createElement("textarea");
+    area.value = text;
+    area.setAttribute("readonly", "");
+    area.className = "offscreen";
+    document.body.appendChild(area);
+    area.select();
+    var ok = false;
+    try { ok = document.execCommand("copy"); } catch (e) { ok = false; }
+    document.body.removeChild(area);
+    if (!ok) throw new Error("copy refused");
   }
 
   function startDetail() {
@@ -101,22 +187,12 @@
     if (!button) return;
     button.addEventListener("click", function () {
       var text = document.getElementById(button.getAttribute("data-target")).textContent;
-      var done = function () { button.textContent = "Copied"; setTimeout(function () { button.textContent = "Copy"; }, 1500); };
-      if (navigator.clipboard && window.isSecureContext) {
-        navigator.clipboard.writeText(text).then(done, function () { fallback(text); done(); });
-      } else { fallback(text); done(); }
+      copy(text).then(function () { button.textContent = "Copied"; }, function () {
+        button.textContent = "Select and copy by hand";
+      }).then(function () {
+        setTimeout(function () { button.textContent = "Copy"; }, 1500);
+      });
     });
-  }
-
-  function fallback(text) {
-    var area = document.createElement("textarea");
-    area.value = text;
-    area.setAttribute("readonly", "");
-    area.className = "offscreen";
-    document.body.appendChild(area);
-    area.select();
-    try { document.execCommand("copy"); } catch (e) { /* nothing else to try */ }
-    document.body.removeChild(area);
   }
 
   if (document.getElementById("rows")) startList();
