@@ -56,6 +56,14 @@ def capture(environ: dict[str, Any], limits: CaptureLimits, ids: IdSource) -> Re
     query_string = raw_query.decode("utf-8", "replace")
     headers = _headers(environ, errors)
     args = _pairs(raw_query, "query", errors)
+    if len(args) > limits.max_form_parts:
+        # 64 KiB of "a&a&..." is 30,000 pairs, 2 MiB as Python objects, kept
+        # per exchange in history: the form limit bounds the query too.
+        errors.append(
+            f"query has {len(args)} parameters, more than the limit of {limits.max_form_parts} "
+            "(--max-form-parts); args cut to the first ones"
+        )
+        args = args[: limits.max_form_parts]
 
     body, size, digest, too_large = _read_body(environ, limits.max_body)
     content_type = environ.get("CONTENT_TYPE", "")
@@ -353,7 +361,8 @@ def _parse_json(data: bytes, max_depth: int, errors: list[str], strict: bool) ->
         if strict or not isinstance(exc, json.JSONDecodeError):
             errors.append(f"invalid JSON: {exc}")
         return None
-    if _depth_exceeds(value, max_depth):
+    # Depth is at most the number of opening brackets: most bodies skip the walk.
+    if data.count(b"[") + data.count(b"{") > max_depth and _depth_exceeds(value, max_depth):
         errors.append(f"JSON nested deeper than {max_depth} levels (--max-json-depth); shown in body only")
         return None
     return value

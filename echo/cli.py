@@ -113,7 +113,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "port": settings.port,
         "threads": settings.threads,
         "ident": "Echo",
-        "max_request_header_size": settings.max_header,
+        # waitress answers 431 once the head *reaches* its limit; --max-header
+        # is the largest head accepted, so the limit is one byte more.
+        "max_request_header_size": settings.max_header + 1,
         "max_request_body_size": max(settings.max_body * WAITRESS_BODY_FACTOR, settings.max_body + 1024 * 1024),
         # Keep X-Forwarded-* visible in the echo unless a proxy is trusted.
         "clear_untrusted_proxy_headers": False,

@@ -170,7 +170,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_header", _int(1024), MAX_HEADER_BYTES, "largest request line plus headers; larger ones get 431", "BYTES"),
     Setting("max_delay", _seconds, MAX_DELAY_SECONDS, "largest _delay a caller may ask for", "SECONDS"),
     Setting("max_json_depth", _int(1, 10_000), MAX_JSON_DEPTH, "deepest JSON body echoed back as `json`", "N"),
-    Setting("max_form_parts", _int(1), MAX_FORM_PARTS, "most form fields and multipart parts parsed into form/files", "N"),
+    Setting("max_form_parts", _int(1), MAX_FORM_PARTS, "most query parameters, form fields and multipart parts parsed into args/form/files", "N"),
     Setting("ui_prefix", _prefix, "/_/", "path prefix of the inspector pages and API", "PREFIX"),
     Setting("ui_auth", _auth, "", "USER:PASS puts HTTP Basic auth on the inspector (the echo stays open)", "USER:PASS"),
     Setting("redact", _redact, (), "headers kept as [redacted] in history, comma-separated (e.g. Authorization,Cookie)", "HEADERS"),

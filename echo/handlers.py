@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import socket
 import time
 from http import HTTPStatus
 from typing import Any, Callable, Iterable
@@ -40,6 +41,36 @@ PAGE_CSP = (
 # caller's bytes) is sandboxed: even if a browser renders it, it has no origin.
 SANDBOX_CSP = "sandbox"
 _BODYLESS = (204, 304)
+# How often a _delay looks whether its caller is still there.
+DELAY_TICK_SECONDS = 0.05
+
+
+def _wait(seconds: float, environ: dict[str, Any]) -> None:
+    """Sleep out a _delay, but stop once the caller has closed its connection:
+    a worker must not wait for no one while other callers queue."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        if _caller_left(environ):
+            return
+        time.sleep(min(left, DELAY_TICK_SECONDS))
+
+
+def _caller_left(environ: dict[str, Any]) -> bool:
+    # waitress's own check (waitress.client_disconnected) only works with
+    # channel_request_lookahead, which also drops every answer to a client that
+    # half-closes after its request. So peek at the connection, only here: an
+    # end of stream during a delay ends the delay (a caller that merely
+    # half-closed still gets its answer, without the rest of the wait).
+    check = environ.get("waitress.client_disconnected")
+    sock = getattr(getattr(check, "__self__", None), "socket", None)
+    if not isinstance(sock, socket.socket):
+        return False
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False  # connected, nothing sent: the usual case
+    except OSError:
+        return True  # reset, or closed by the server meanwhile
 
 
 def status_line(code: int) -> str:
@@ -105,7 +136,7 @@ class EchoHandler:
             else:
                 controls = decided.summary()
                 if decided.delay:
-                    time.sleep(decided.delay)
+                    _wait(decided.delay, environ)
                 status, headers, body, rebuildable = self._answer(record, decided, controls, environ)
 
         headers.append(("X-Echo-Id", record.id))
