@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 from urllib.parse import quote, unquote_to_bytes
 
+from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.formparser import FormDataParser
 from werkzeug.http import parse_options_header
 from werkzeug.sansio.http import parse_cookie
@@ -317,17 +318,15 @@ def _parse_multipart(
     except ValueError as exc:
         errors.append(f"invalid multipart body: {exc}")
         return (), ()
-    except Exception as exc:  # noqa: BLE001 - werkzeug raises HTTPException for too many parts
-        errors.append(f"multipart body not parsed: {getattr(exc, 'description', exc)} (--max-form-parts)")
+    except RequestEntityTooLarge as exc:  # werkzeug's answer to too many parts
+        errors.append(f"multipart body not parsed: {exc.description} (--max-form-parts)")
         return (), ()
     infos = []
     for name, storage in files.items(multi=True):
-        digest = hashlib.sha256()
-        size = 0
-        for chunk in iter(lambda: storage.stream.read(_READ_CHUNK), b""):
-            digest.update(chunk)
-            size += len(chunk)
-        infos.append(FileInfo(name, storage.filename or "", storage.content_type or "", size, digest.hexdigest()))
+        data = storage.stream.getbuffer()  # the BytesIO from _memory_stream: no copy
+        infos.append(FileInfo(name, storage.filename or "", storage.content_type or "", len(data),
+                              hashlib.sha256(data).hexdigest()))
+        data.release()
     return tuple(form.items(multi=True)), tuple(infos)
 
 

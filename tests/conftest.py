@@ -11,12 +11,15 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
+from http.client import HTTPConnection
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -174,6 +177,15 @@ def raw_request(port: int, data: bytes, timeout: float = 10, read_all: bool = Tr
     return b"".join(chunks)
 
 
+def call(port: int, method: str, path: str, body: bytes | None = None,
+         headers: dict[str, str] | None = None) -> tuple[int, Any, bytes]:
+    """One request over a fresh connection: (status, headers, body), whatever the status."""
+    with closing(HTTPConnection("127.0.0.1", port, timeout=10)) as conn:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, response.headers, response.read()
+
+
 def split_response(raw: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
     """(status, header lines in order, body) of one raw HTTP/1.1 answer."""
     head, _, body = raw.partition(b"\r\n\r\n")
@@ -223,6 +235,24 @@ def redis_server() -> Iterator[RedisServer]:
     yield server
     server.proc.terminate()
     server.proc.wait(10)
+
+
+@pytest.fixture
+def own_redis(redis_server: RedisServer) -> Iterator[Callable[..., RedisServer]]:
+    """A dedicated redis-server that a test may stop, stall (SIGSTOP) or restart."""
+    servers: list[RedisServer] = []
+
+    def make(port: int | None = None) -> RedisServer:
+        server = start_redis(port)
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        if server.proc.poll() is None:
+            os.kill(server.proc.pid, signal.SIGCONT)  # in case a test left it stopped
+            server.proc.terminate()
+        server.proc.wait(10)
 
 
 # ---- browser --------------------------------------------------------------

@@ -10,26 +10,19 @@ from __future__ import annotations
 
 import json
 import uuid
-from contextlib import closing
 from dataclasses import dataclass, field
-from http.client import HTTPConnection
 from typing import Any, Iterator
 from urllib.parse import quote
 
 import pytest
+
+from conftest import call
 
 pytestmark = pytest.mark.browser
 
 # Generous: the list refreshes every second, a loaded CI machine may be slow.
 WAIT_MS = 10_000
 
-
-def call(port: int, method: str, path: str, body: bytes | None = None,
-         headers: dict[str, str] | None = None) -> tuple[int, Any, bytes]:
-    with closing(HTTPConnection("127.0.0.1", port, timeout=10)) as conn:
-        conn.request(method, path, body=body, headers=headers or {})
-        response = conn.getresponse()
-        return response.status, response.headers, response.read()
 
 
 @pytest.fixture(scope="module")

@@ -10,12 +10,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from contextlib import closing
 from datetime import datetime
-from http.client import HTTPConnection
 from typing import Any
 
 import pytest
+
+from conftest import call
 
 NUMBER = (int, float)
 
@@ -106,13 +106,6 @@ def check_har(doc: Any) -> None:
             assert name in REQUIRED["entry"] or name in ("pageref", "serverIPAddress", "connection", "comment") \
                 or name.startswith("_"), f"{where}.{name} is not a HAR field (custom ones start with _)"
 
-
-def call(port: int, method: str, path: str, body: bytes | None = None,
-         headers: dict[str, str] | None = None) -> tuple[int, Any, bytes]:
-    with closing(HTTPConnection("127.0.0.1", port, timeout=10)) as conn:
-        conn.request(method, path, body=body, headers=headers or {})
-        response = conn.getresponse()
-        return response.status, response.headers, response.read()
 
 
 def har(port: int) -> tuple[Any, Any]:

@@ -19,13 +19,8 @@ from typing import Any
 
 import pytest
 
+from conftest import call
 
-def call(port: int, method: str, path: str, body: bytes | None = None,
-         headers: dict[str, str] | None = None) -> tuple[int, Any, bytes]:
-    with closing(HTTPConnection("127.0.0.1", port, timeout=10)) as conn:
-        conn.request(method, path, body=body, headers=headers or {})
-        response = conn.getresponse()
-        return response.status, response.headers, response.read()
 
 
 def listed(port: int, query: str = "limit=1000") -> list[dict[str, Any]]:

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from conftest import EchoServer, RedisServer, free_port, start_redis
+from conftest import EchoServer, RedisServer, free_port
 
 pytestmark = pytest.mark.redis
 
@@ -79,22 +79,6 @@ def replica(echo_server: Callable[..., EchoServer], redis_server: RedisServer) -
 
     yield make
 
-
-@pytest.fixture
-def own_redis(redis_server: RedisServer) -> Iterator[Callable[..., RedisServer]]:
-    """A dedicated redis-server that a test may stop and start again."""
-    servers: list[RedisServer] = []
-
-    def make(port: int | None = None) -> RedisServer:
-        server = start_redis(port)
-        servers.append(server)
-        return server
-
-    yield make
-    for server in servers:
-        if server.proc.poll() is None:
-            server.proc.terminate()
-        server.proc.wait(10)
 
 
 def unique_prefix() -> str:

@@ -27,7 +27,7 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import RedisServer, free_port, need, start_redis
+from conftest import RedisServer, free_port, need
 from echo.config import ConfigError
 from echo.history import MemoryStore, Query, Store, StoreError
 from echo.history import redis_store
@@ -459,23 +459,6 @@ class TestCodec:
 
 
 # ---- what only the Redis store does -----------------------------------------
-
-@pytest.fixture
-def own_redis(redis_server: RedisServer) -> Iterator[Callable[..., RedisServer]]:
-    """A dedicated redis-server, for tests that stop, stall or reconfigure it."""
-    servers: list[RedisServer] = []
-
-    def make(port: int | None = None) -> RedisServer:
-        server = start_redis(port)
-        servers.append(server)
-        return server
-
-    yield make
-    for server in servers:
-        if server.proc.poll() is None:
-            os.kill(server.proc.pid, signal.SIGCONT)  # in case a test left it stopped
-            server.proc.terminate()
-        server.proc.wait(10)
 
 
 @pytest.fixture
