@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import math
+import re
 import zlib
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -28,6 +29,8 @@ from .config import MAX_BODY_BYTES, MAX_FORM_PARTS, MAX_JSON_DEPTH, Settings
 from .records import FileInfo, IdSource, Pairs, RequestRecord
 
 _READ_CHUNK = 64 * 1024
+# A request target or Host made only of visible ASCII is shown as sent.
+_VISIBLE_ASCII = re.compile(rb"[\x21-\x7e]*")
 _DECODERS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
 
@@ -142,6 +145,8 @@ def _cookies(environ: dict[str, Any]) -> Pairs:
     # werkzeug's WSGI-level parse_cookie decodes the header as strict UTF-8 and
     # raises on other bytes; decode it the way every other header is decoded.
     raw = environ.get("HTTP_COOKIE", "")
+    if not raw:
+        return ()
     return tuple(parse_cookie(raw.encode("latin-1", "replace").decode("utf-8", "replace")).items(multi=True))
 
 
@@ -395,6 +400,6 @@ def _url(environ: dict[str, Any]) -> str:
 
 def _escape_raw(raw: bytes) -> str:
     # Keep the target exactly as sent, percent-encoding only bytes a URL cannot hold.
-    if all(0x21 <= b <= 0x7E for b in raw):
+    if _VISIBLE_ASCII.fullmatch(raw):
         return raw.decode("ascii")
     return "".join(chr(b) if 0x21 <= b <= 0x7E else f"%{b:02X}" for b in raw)

@@ -29,6 +29,7 @@ CONTROL_HEADERS: dict[str, str] = {
     "_content_type": "X-Echo-Content-Type",
     "_format": "X-Echo-Format",
 }
+_PARAM_BY_HEADER = {header.lower(): param for param, header in CONTROL_HEADERS.items()}
 REPEATABLE = frozenset({"_header", "_cookie", "_delete_cookie"})
 DEFAULT_BODY_TYPE = "text/plain; charset=utf-8"
 
@@ -157,9 +158,8 @@ def _collect(args: Pairs, headers: Pairs) -> dict[str, list[str]]:
             from_query.setdefault(name, []).append(value)
     from_headers: dict[str, list[str]] = {}
     if headers:
-        wanted = {h.lower(): p for p, h in CONTROL_HEADERS.items()}
         for name, value in headers:
-            param = wanted.get(name.lower())
+            param = _PARAM_BY_HEADER.get(name.lower())
             if param is None or param in from_query:
                 continue
             if param == "_header":

@@ -22,18 +22,19 @@ def iso_time(epoch: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{millis:03d}Z"
 
 
+# Built once: json.dumps() with options builds a new encoder on every call.
+_COMPACT = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+_PRETTY = json.JSONEncoder(ensure_ascii=False, allow_nan=False, indent=2, separators=(",", ": "))
+_COMPACT_ASCII = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+_PRETTY_ASCII = json.JSONEncoder(ensure_ascii=True, allow_nan=False, indent=2, separators=(",", ": "))
+
+
 def dumps(doc: Any, pretty: bool = False) -> bytes:
     """Encode as strict JSON; lone surrogates from \\u escapes fall back to ASCII escapes."""
-    indent = 2 if pretty else None
-    separators = (",", ": ") if pretty else (",", ":")
     try:
-        return json.dumps(doc, ensure_ascii=False, allow_nan=False, indent=indent, separators=separators).encode(
-            "utf-8"
-        )
+        return (_PRETTY if pretty else _COMPACT).encode(doc).encode("utf-8")
     except UnicodeEncodeError:
-        return json.dumps(doc, ensure_ascii=True, allow_nan=False, indent=indent, separators=separators).encode(
-            "ascii"
-        )
+        return (_PRETTY_ASCII if pretty else _COMPACT_ASCII).encode(doc).encode("ascii")
 
 
 def multi(pairs: tuple[tuple[str, str], ...]) -> dict[str, list[str]]:
@@ -111,7 +112,7 @@ def request_document(record: RequestRecord) -> dict[str, Any]:
         "cookies": first_wins(record.cookies),
         "form": multi(record.form),
         "files": files,
-        "json": record.json,
+        "json": record.json_value(),
         "body": body_view(
             record.body,
             record.decoded,

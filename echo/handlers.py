@@ -73,11 +73,11 @@ def _caller_left(environ: dict[str, Any]) -> bool:
         return True  # reset, or closed by the server meanwhile
 
 
+_STATUS_LINES = {status.value: f"{status.value} {status.phrase}" for status in HTTPStatus}
+
+
 def status_line(code: int) -> str:
-    try:
-        return f"{code} {HTTPStatus(code).phrase}"
-    except ValueError:
-        return f"{code} Unknown"
+    return _STATUS_LINES.get(code) or f"{code} Unknown"
 
 
 def wire(value: str) -> str:

@@ -15,7 +15,7 @@ import time
 from typing import Callable
 
 from .history import Store, StoreError
-from .records import Exchange, Pairs
+from .records import JSON_FROM_BODY, Exchange, Pairs
 
 log = logging.getLogger("echo")
 
@@ -24,6 +24,13 @@ REDACTED = "[redacted]"
 # While the store is failing, try it at most this often: one request a second
 # may wait for the store's timeout, the rest are answered at full speed.
 STORE_RETRY_SECONDS = 1.0
+
+# Parsed JSON costs several times its text in Python objects (up to ~40x for a
+# document of empty lists). Up to this size it is kept parsed, as it arrived:
+# tens of KiB per exchange at most, and copying the record to leave it out
+# would cost each request more than it saves. Larger documents are kept as
+# their body alone and parsed again when the exchange is read.
+KEEP_PARSED_JSON_BYTES = 2 * 1024
 
 
 class Recorder:
@@ -69,6 +76,9 @@ class Recorder:
             # Python objects). A cut body keeps only the form fields that fit.
             changes_req["json"] = None
             changes_req["form"] = _fit(request.form, keep)
+        elif isinstance(request.json, (dict, list)) and len(request.decoded) > KEEP_PARSED_JSON_BYTES:
+            # The whole body is kept: keep the JSON as that body, parsed again on read.
+            changes_req["json"] = JSON_FROM_BODY
         if self.redact:
             headers = self._redact(request.headers)
             if headers is not request.headers:

@@ -8,6 +8,7 @@ the hot path never serialises anything it does not send.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import threading
 import time
@@ -15,6 +16,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 Pairs = tuple[tuple[str, str], ...]
+
+
+class _JSONFromBody:
+    """The `json` of a kept request whose JSON is parsed again from its body on read."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "JSON_FROM_BODY"
+
+
+# Parsed JSON costs several times its text in Python objects (a 64 KiB document
+# of small objects is ~300 KiB of dicts), so history keeps the body alone.
+JSON_FROM_BODY = _JSONFromBody()
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +74,13 @@ class RequestRecord:
     def decoded(self) -> bytes:
         """The body after Content-Encoding was undone (the wire bytes when none was)."""
         return self.body if self.content is None else self.content
+
+    def json_value(self) -> Any:
+        """The parsed JSON body; parsed again from the kept body when history left it out.
+        Capture parsed these very bytes once already, so this cannot fail."""
+        if self.json is JSON_FROM_BODY:
+            return json.loads(self.decoded.decode("utf-8-sig"))
+        return self.json
 
     def header(self, name: str, default: str | None = None) -> str | None:
         lowered = name.lower()

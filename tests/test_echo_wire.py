@@ -270,12 +270,9 @@ def test_delay_holds_neither_history_nor_other_requests(echo_server: Any) -> Non
     finally:
         thread.join(10)
     assert finished == ["fast", "slow"]
-    assert exchange(server, _last_id(server))["response"]["controls"]["delay"] == 2.0
-
-
-def _last_id(server: EchoServer) -> str:
-    with urllib.request.urlopen(f"{server.url}/_/api/exchanges?limit=1&bodies=0") as response:
-        return json.load(response)["exchanges"][0]["id"]
+    with urllib.request.urlopen(f"{server.url}/_/api/exchanges?q=slow&bodies=0") as response:
+        (slow_exchange,) = json.load(response)["exchanges"]
+    assert slow_exchange["response"]["controls"]["delay"] == 2.0
 
 
 def test_empty_post(live_server: EchoServer) -> None:

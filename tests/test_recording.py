@@ -153,6 +153,22 @@ def test_a_cut_body_keeps_no_parse_of_the_whole(cutting: Any) -> None:
     assert sum(len(name) + len(value) for name, values in kept_form.items() for value in values) <= KEEP
 
 
+def test_a_large_json_body_kept_whole_is_shown_parsed(echo_server: Any) -> None:
+    # History keeps a large JSON body as its bytes and parses it again on read;
+    # what the API shows must be what the echo showed.
+    server = echo_server("--log", "off")
+    document = {"items": [{"n": i, "s": "é" * 3} for i in range(500)], "deep": [[[1.5, None, True]]]}
+    payload = json.dumps(document).encode()
+    assert len(payload) > 2048
+    _, headers, answer = call(server.port, "POST", "/large-json", payload, {"Content-Type": "application/json"})
+    assert json.loads(answer)["json"] == document
+    request = one(server.port, headers["X-Echo-Id"])["request"]
+    assert request["body"]["truncated"] is False
+    assert request["json"] == document
+    _, _, har = call(server.port, "GET", "/_/api/exchanges.har")
+    assert json.loads(json.loads(har)["log"]["entries"][0]["request"]["postData"]["text"]) == document
+
+
 # ---- concurrency and the bound ------------------------------------------------------------
 
 THREADS = 8

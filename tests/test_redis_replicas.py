@@ -197,3 +197,15 @@ def test_a_replica_started_without_redis_records_once_redis_is_up(
     own_redis(port)
     assert wait_for(lambda: health(server)[0] == 200)
     assert wait_for(lambda: send(server, "/stored") in listed(server))
+
+
+def test_a_large_json_body_sent_to_one_replica_is_shown_parsed_by_the_other(
+    replica: Callable[..., EchoServer],
+) -> None:
+    prefix = unique_prefix()
+    a, b = replica(prefix), replica(prefix)
+    document = {"rows": [{"id": i, "name": f"row {i}"} for i in range(300)]}
+    sent = send(a, "/bulk", "POST", json.dumps(document).encode(), {"Content-Type": "application/json"})
+    status, _, body = call(f"{b.url}/_/api/exchanges/{sent}")
+    assert status == 200
+    assert json.loads(body)["request"]["json"] == document

@@ -16,7 +16,7 @@ import binascii
 import json
 from typing import Any
 
-from ..records import Exchange, FileInfo, Pairs, RequestRecord, ResponseRecord
+from ..records import JSON_FROM_BODY, Exchange, FileInfo, Pairs, RequestRecord, ResponseRecord
 
 # Bumped whenever a field changes meaning; a reader refuses what it cannot read
 # rather than showing an exchange with fields silently missing.
@@ -53,7 +53,9 @@ def exchange_to_bytes(exchange: Exchange) -> bytes:
                  "size": f.size, "sha256": f.sha256}
                 for f in request.files
             ],
-            "json": request.json,
+            # A large JSON body is kept as its bytes only and parsed again on read.
+            "json": None if request.json is JSON_FROM_BODY else request.json,
+            "json_from_body": request.json is JSON_FROM_BODY,
             "body": _bytes_out(request.body),
             "body_size": request.body_size,
             "body_sha256": request.body_sha256,
@@ -95,6 +97,8 @@ def exchange_from_bytes(data: bytes) -> Exchange:
         req["body"] = _bytes_in(req["body"])
         req["content"] = _bytes_in(req["content"])
         req["errors"] = tuple(req["errors"])
+        if req.pop("json_from_body", False):
+            req["json"] = JSON_FROM_BODY
         resp = dict(doc["response"])
         resp["headers"] = _pairs_in(resp["headers"])
         resp["body"] = _bytes_in(resp["body"])
