@@ -146,3 +146,9 @@ def test_console_script_is_installed_and_runs() -> None:
     assert script, "the echo-server console script is not installed"
     result = subprocess.run([script, "--version"], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0 and result.stdout.startswith("echo-server ")
+
+
+def test_readme_documents_every_flag() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for setting in SETTINGS:
+        assert f"`{setting.flag}" in readme and setting.env in readme, setting.flag
