@@ -1,0 +1,673 @@
+"""The side-by-side benchmark: Echo against httpbin and a bare Flask app.
+
+Run it with the Python that has Echo installed (the README's `.venv` after
+`scripts/test`, or any venv with `pip install .`):
+
+    .venv/bin/python bench/run.py            # full: warm-up + 3 runs x 10 s per target and workload
+    .venv/bin/python bench/run.py --quick    # smoke test: 2 s per target and workload, 1 run
+
+Every target is served by waitress with the same thread count and options,
+pinned to CPU 0; `wrk` (Debian's package, installed with apt-get when missing)
+drives it from CPU 1 with 16 connections. All targets are started first and the
+runs are interleaved (workload by workload, each run visiting every target), so
+a change in background load hits every target alike. Echo runs with full
+capture, controls and history on, and with `--log off`: no target writes an
+access log. httpbin (the current release on PyPI) lives in its own venv,
+bench/.venv-httpbin, with the same Flask, Werkzeug and waitress as Echo.
+
+It prints median req/s, p50/p99 latency and the server's CPU time per request
+for each target and workload, the ratios the targets are set on, and Echo's RSS
+idle and after 1000 exchanges of 1 KiB and of 64 KiB bodies. A missed target is
+reported, never an exit status: the exit status is non-zero only when the
+benchmark itself breaks (a server that does not start, a wrong answer, non-2xx
+answers under load, wrk missing and not installable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import importlib.metadata
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+BENCH = Path(__file__).resolve().parent
+HTTPBIN_VENV = BENCH / ".venv-httpbin"
+RESULTS = BENCH / "results"
+
+# The server on one core, the load generator on the other, so that neither
+# takes cycles from the other on a 2-core machine.
+SERVER_CPU = 0
+CLIENT_CPU = 1
+CONNECTIONS = 16  # twice the threads: waitress's queue is exercised, as under real load
+THREADS = 8  # Echo's default --threads; every target gets the same
+WRK_TIMEOUT = "5s"  # wrk's default 2 s would count a slow multipart answer as an error
+
+FULL = {"warmup": 3, "duration": 10, "runs": 3}
+QUICK = {"warmup": 1, "duration": 2, "runs": 1}
+
+# A 1-minute load average above this at the start means something else is
+# using the cores the benchmark pins to; the run goes on, with a warning.
+BUSY_LOAD = 0.5
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 10.0
+MEMORY_EXCHANGES = 1000  # Echo's default --history: the history is full at the end
+SMALL_BODY = 1024
+LARGE_BODY = 64 * 1024  # Echo's default --keep-body: kept whole
+UPLOAD_BODY = 100 * 1024
+BOUNDARY = "----echo-bench-boundary-7d3f"
+
+# The targets Echo's performance is held to, all measured in one run.
+GET_VS_HTTPBIN = 1.5
+GET_VS_CEILING = 0.8
+POST_VS_HTTPBIN = 2.0
+HISTORY_COST = 0.10
+RSS_SMALL_MIB = 64
+RSS_LARGE_MIB = 140
+
+ALL_TARGETS = ("echo", "echo-nohistory", "echo-log", "httpbin", "flask-hello")
+DEFAULT_TARGETS = ("echo", "echo-nohistory", "httpbin", "flask-hello")
+
+
+class BenchError(RuntimeError):
+    """The benchmark itself broke: exit non-zero."""
+
+
+# ---- request bodies -----------------------------------------------------------
+
+def json_body(size: int) -> bytes:
+    """A webhook-like JSON document (a list of small objects) of exactly `size` bytes."""
+    events: list[dict[str, object]] = []
+    doc: dict[str, object] = {"type": "order.updated", "id": "evt_0001", "events": events, "pad": ""}
+    n = 0
+    while len(json.dumps(doc, separators=(",", ":"))) < size - 120:
+        n += 1
+        events.append({"seq": n, "sku": f"SKU-{n:05d}", "qty": n % 7 + 1, "price": round(n * 1.25, 2),
+                       "ok": n % 3 != 0})
+    events.pop()
+    doc["pad"] = "x" * (size - len(json.dumps(doc, separators=(",", ":"))))
+    data = json.dumps(doc, separators=(",", ":")).encode()
+    assert len(data) == size, len(data)
+    return data
+
+
+def multipart_body(size: int) -> tuple[bytes, str]:
+    """A form field and a CSV file upload, `size` bytes in all, and its Content-Type."""
+    head = (
+        f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nnightly export\r\n"
+        f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"export.csv\"\r\n"
+        "Content-Type: text/csv\r\n\r\n"
+    ).encode()
+    tail = f"\r\n--{BOUNDARY}--\r\n".encode()
+    room = size - len(head) - len(tail)
+    lines = []
+    n = 0
+    while sum(map(len, lines)) < room:
+        n += 1
+        lines.append(f"{n},SKU-{n:05d},{n % 7 + 1},{n * 1.25:.2f}\n".encode())
+    data = head + b"".join(lines)[:room] + tail
+    assert len(data) == size
+    return data, f"multipart/form-data; boundary={BOUNDARY}"
+
+
+# ---- workloads and targets ------------------------------------------------------
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    label: str
+    method: str
+    path: str
+    content_type: str | None = None
+    body: bytes = b""
+
+
+def workloads() -> list[Workload]:
+    upload, upload_type = multipart_body(UPLOAD_BODY)
+    return [
+        Workload("get", "GET /anything?a=1&b=2", "GET", "/anything?a=1&b=2"),
+        Workload("post-json", "POST 1 KiB JSON", "POST", "/anything", "application/json", json_body(SMALL_BODY)),
+        Workload("multipart", "POST 100 KiB multipart", "POST", "/anything", upload_type, upload),
+    ]
+
+
+@dataclass
+class Target:
+    name: str
+    label: str
+    command: Callable[[int], list[str]]  # port -> argv
+    check: Callable[[Workload, int, bytes], str | None]  # what is wrong with an answer, or None
+
+
+def _echo_check(workload: Workload, status: int, body: bytes) -> str | None:
+    if status != 200:
+        return f"status {status}"
+    doc = json.loads(body)
+    if workload.name == "get" and doc.get("args") != {"a": ["1"], "b": ["2"]}:
+        return f"args {doc.get('args')!r}"
+    if workload.name == "post-json" and doc.get("json") != json.loads(workload.body):
+        return "json not echoed"
+    if workload.name == "multipart" and not doc.get("files", {}).get("file"):
+        return f"files {doc.get('files')!r}"
+    if doc.get("body", {}).get("size") != len(workload.body):
+        return f"body size {doc.get('body', {}).get('size')}"
+    return None
+
+
+def _httpbin_check(workload: Workload, status: int, body: bytes) -> str | None:
+    if status != 200:
+        return f"status {status}"
+    doc = json.loads(body)
+    if workload.name == "get" and doc.get("args") != {"a": "1", "b": "2"}:
+        return f"args {doc.get('args')!r}"
+    if workload.name == "post-json" and doc.get("json") != json.loads(workload.body):
+        return "json not echoed"
+    if workload.name == "multipart" and "file" not in doc.get("files", {}):
+        return f"files {list(doc.get('files', {}))!r}"
+    return None
+
+
+def _hello_check(workload: Workload, status: int, body: bytes) -> str | None:
+    return None if status == 200 and body == b"Hello, World!" else f"status {status}, body {body[:60]!r}"
+
+
+def echo_command(python: str, *extra: str, log: str = "off") -> Callable[[int], list[str]]:
+    script = Path(python).with_name("echo-server")
+    base = [str(script)] if script.exists() else [python, "-m", "echo"]
+
+    def command(port: int) -> list[str]:
+        return [*base, "--host", "127.0.0.1", "--port", str(port), "--threads", str(THREADS), "--log", log, *extra]
+
+    return command
+
+
+def peer_command(python: str, app: str, *path: str) -> Callable[[int], list[str]]:
+    def command(port: int) -> list[str]:
+        argv = [python, str(BENCH / "serve.py"), app, "--port", str(port), "--threads", str(THREADS)]
+        for entry in path:
+            argv += ["--path", entry]
+        return argv
+
+    return command
+
+
+# ---- tools ------------------------------------------------------------------------
+
+def ensure_wrk() -> str:
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if os.geteuid() != 0:
+        raise BenchError("wrk not found: install Debian's wrk package (apt-get install wrk)")
+    print("wrk not found: installing Debian's wrk package", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "wrk"]
+    if subprocess.run(install, env=env, capture_output=True).returncode != 0:
+        subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True)
+        subprocess.run(install, env=env, capture_output=True)
+    found = shutil.which("wrk")
+    if not found:
+        raise BenchError("wrk not found and apt-get could not install it")
+    return found
+
+
+def pinning() -> tuple[list[str], list[str], str]:
+    """taskset prefixes for the server and the client, and a line saying how they run."""
+    cpus = os.sched_getaffinity(0)
+    if shutil.which("taskset") and {SERVER_CPU, CLIENT_CPU} <= cpus:
+        return (["taskset", "-c", str(SERVER_CPU)], ["taskset", "-c", str(CLIENT_CPU)],
+                f"servers on CPU {SERVER_CPU}, wrk on CPU {CLIENT_CPU}")
+    return [], [], f"NOT pinned (CPUs {sorted(cpus)}, taskset {'found' if shutil.which('taskset') else 'missing'})"
+
+
+def ensure_httpbin(python: str, quiet: bool) -> tuple[str, str] | None:
+    """bench/.venv-httpbin's python and httpbin's version, or None when it cannot be had."""
+    venv_python = HTTPBIN_VENV / "bin" / "python"
+    if not venv_python.exists():
+        made = subprocess.run([python, "-m", "venv", str(HTTPBIN_VENV)], capture_output=True, text=True)
+        if made.returncode != 0:
+            print(f"could not create {HTTPBIN_VENV}: {made.stderr.strip()}", flush=True)
+            return None
+    # The same framework and server versions as Echo's, so that only the apps differ.
+    pins = []
+    for name in ("flask", "werkzeug", "waitress"):
+        try:
+            pins.append(f"{name}=={importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            pins.append(name)
+    pip = [str(venv_python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--upgrade"]
+    for attempt in (["httpbin", *pins], ["httpbin", "waitress"]):
+        try:
+            done = subprocess.run(pip + attempt, capture_output=True, text=True, timeout=600)
+        except subprocess.TimeoutExpired:
+            continue
+        if done.returncode == 0:
+            break
+        if not quiet:
+            last = (done.stderr.strip().splitlines() or ["?"])[-1]
+            print(f"pip install {' '.join(attempt)} failed: {last}", flush=True)
+    # An install that failed now (offline) may still have left an earlier httpbin.
+    version = subprocess.run(
+        [str(venv_python), "-c", "import httpbin, importlib.metadata as m; print(m.version('httpbin'))"],
+        capture_output=True, text=True,
+    )
+    if version.returncode != 0:
+        return None
+    return str(venv_python), version.stdout.strip()
+
+
+# ---- servers ------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def request(port: int, workload: Workload, conn: http.client.HTTPConnection | None = None) -> tuple[int, bytes]:
+    own = conn is None
+    conn = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        headers = {"Content-Type": workload.content_type} if workload.content_type else {}
+        conn.request(workload.method, workload.path, body=workload.body or None, headers=headers)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        if own:
+            conn.close()
+
+
+class Server:
+    """One target's process on a free port, pinned, with its output in a log file."""
+
+    def __init__(self, command: Callable[[int], list[str]], prefix: list[str], log_path: Path) -> None:
+        self.port = free_port()
+        self.log_path = log_path
+        self.argv = [*prefix, *command(self.port)]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, probe: Workload) -> None:
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BenchError(f"{' '.join(self.argv)} exited with {self.proc.returncode}:\n{self.output()[-2000:]}")
+            try:
+                request(self.port, probe)
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise BenchError(f"{' '.join(self.argv)} did not answer within {START_TIMEOUT:g} s:\n{self.output()[-2000:]}")
+
+    def _proc_file(self, name: str) -> str:
+        assert self.proc is not None
+        return Path(f"/proc/{self.proc.pid}/{name}").read_text()
+
+    def rss_mib(self) -> float:
+        for line in self._proc_file("status").splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise BenchError("no VmRSS in /proc/<pid>/status")
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the server has used so far."""
+        fields = self._proc_file("stat").rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+# ---- wrk --------------------------------------------------------------------------------
+
+@dataclass
+class Sample:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    socket_errors: int
+    cpu_us: float = 0.0  # the server's CPU time (user + system) per request
+
+
+@dataclass
+class Result:
+    target: str
+    workload: str
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    cpu_us: float
+    samples: list[Sample] = field(default_factory=list)
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+
+
+def _ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if not match:
+        raise BenchError(f"cannot read wrk latency {text!r}")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def parse_wrk(output: str) -> Sample:
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    p50 = re.search(r"^\s+50%\s+(\S+)", output, re.M)
+    p99 = re.search(r"^\s+99%\s+(\S+)", output, re.M)
+    total = re.search(r"(\d+) requests in", output)
+    if not (rps and p50 and p99 and total):
+        raise BenchError(f"cannot read wrk's output:\n{output}")
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    if non_2xx:
+        raise BenchError(f"{non_2xx.group(1)} non-2xx/3xx answers under load:\n{output}")
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    socket_errors = sum(int(n) for n in errors.groups()) if errors else 0
+    return Sample(float(rps.group(1)), _ms(p50.group(1)), _ms(p99.group(1)), int(total.group(1)), socket_errors)
+
+
+def wrk(wrk_bin: str, prefix: list[str], server: Server, workload: Workload, seconds: int,
+        body_file: Path | None) -> Sample:
+    argv = [*prefix, wrk_bin, "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", "--timeout", WRK_TIMEOUT]
+    if workload.body:
+        assert body_file is not None and workload.content_type
+        argv += ["-s", str(BENCH / "body.lua")]
+    argv.append(f"http://127.0.0.1:{server.port}{workload.path}")
+    if workload.body:
+        argv += ["--", workload.method, workload.content_type, str(body_file)]
+    cpu = server.cpu_seconds()
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
+    cpu = server.cpu_seconds() - cpu
+    if done.returncode != 0:
+        raise BenchError(f"wrk failed ({done.returncode}): {done.stderr.strip()}")
+    sample = parse_wrk(done.stdout)
+    sample.cpu_us = cpu / max(sample.requests, 1) * 1e6
+    return sample
+
+
+# ---- the run ------------------------------------------------------------------------------
+
+def run_load(targets: list[Target], loads: list[Workload], plan: dict[str, int], wrk_bin: str,
+             pins: tuple[list[str], list[str]], scratch: Path) -> tuple[list[Result], dict[str, int]]:
+    """Every target up at once (idle ones cost nothing), runs interleaved; results and queue-log counts."""
+    body_files = {}
+    for workload in loads:
+        if workload.body:
+            body_files[workload.name] = scratch / f"{workload.name}.body"
+            body_files[workload.name].write_bytes(workload.body)
+    servers = {t.name: Server(t.command, pins[0], scratch / f"{t.name}.log") for t in targets}
+    results = []
+    try:
+        for target in targets:
+            servers[target.name].start(loads[0])
+        for workload in loads:
+            body_file = body_files.get(workload.name)
+            samples: dict[str, list[Sample]] = {t.name: [] for t in targets}
+            for target in targets:
+                server = servers[target.name]
+                wrong = target.check(workload, *request(server.port, workload))
+                if wrong:
+                    raise BenchError(f"{target.label} answered {workload.label} wrongly: {wrong}")
+                wrk(wrk_bin, pins[1], server, workload, plan["warmup"], body_file)
+            for run in range(plan["runs"]):
+                # Each run starts with a different target, so none is always first after a warm-up.
+                for target in targets[run % len(targets):] + targets[:run % len(targets)]:
+                    sample = wrk(wrk_bin, pins[1], servers[target.name], workload, plan["duration"], body_file)
+                    samples[target.name].append(sample)
+                    print(f"  {workload.label:<24} {target.label:<24} run {run + 1}: {sample.rps:>7.0f} req/s  "
+                          f"p50 {sample.p50_ms:6.2f} ms  p99 {sample.p99_ms:7.2f} ms  cpu {sample.cpu_us:5.0f} us/req"
+                          + (f"  {sample.socket_errors} socket errors" if sample.socket_errors else ""), flush=True)
+            for target in targets:
+                got = samples[target.name]
+                results.append(Result(
+                    target.name, workload.name,
+                    rps=statistics.median(s.rps for s in got),
+                    p50_ms=statistics.median(s.p50_ms for s in got),
+                    p99_ms=statistics.median(s.p99_ms for s in got),
+                    cpu_us=statistics.median(s.cpu_us for s in got),
+                    samples=got,
+                ))
+    finally:
+        for server in servers.values():
+            server.stop()
+    return results, {t.label: servers[t.name].output().count("Task queue depth") for t in targets}
+
+
+def measure_memory(python: str, scratch: Path) -> dict[str, float]:
+    """Echo's RSS idle, after 1000 exchanges of 1 KiB JSON bodies, then after 1000 of 64 KiB."""
+    server = Server(echo_command(python), [], scratch / "echo-memory.log")
+    small = Workload("small", "1 KiB", "POST", "/anything", "application/json", json_body(SMALL_BODY))
+    large = Workload("large", "64 KiB", "POST", "/anything", "application/json", json_body(LARGE_BODY))
+    rss: dict[str, float] = {}
+    try:
+        server.start(Workload("get", "GET", "GET", "/anything?a=1&b=2"))
+        time.sleep(0.5)
+        rss["idle"] = server.rss_mib()
+        for name, workload in (("after_1kib", small), ("after_64kib", large)):
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+            try:
+                for _ in range(MEMORY_EXCHANGES):
+                    status, _ = request(server.port, workload, conn)
+                    if status != 200:
+                        raise BenchError(f"memory run: {workload.label} body answered {status}")
+            finally:
+                conn.close()
+            time.sleep(0.5)
+            rss[name] = server.rss_mib()
+    finally:
+        server.stop()
+    return rss
+
+
+# ---- the report ------------------------------------------------------------------------------
+
+Check = tuple[str, str, "bool | None"]
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def _x(value: float | None) -> str:
+    return "  n/a" if value is None else f"{value:.2f}x"
+
+
+def report(results: list[Result], rss: dict[str, float] | None, labels: dict[str, str],
+           loads: list[Workload]) -> tuple[str, list[Check]]:
+    by = {(r.target, r.workload): r for r in results}
+
+    def get(target: str, load: str, what: str) -> float | None:
+        found = by.get((target, load))
+        return getattr(found, what) if found else None
+
+    lines = [f"{'workload':<24} {'target':<24} {'req/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'cpu us/req':>10}"]
+    for workload in loads:
+        for name, label in labels.items():
+            r = by.get((name, workload.name))
+            if r:
+                lines.append(f"{workload.label:<24} {label:<24} {r.rps:>7.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f}"
+                             f" {r.cpu_us:>10.0f}")
+        lines.append("")
+
+    lines.append("ratios of median req/s (and, steadier on a busy machine, of CPU time per request)")
+    for workload in loads:
+        w = workload.name
+        cost = ratio(get("echo", w, "rps"), get("echo-nohistory", w, "rps"))
+        cpu_cost = ratio(get("echo", w, "cpu_us"), get("echo-nohistory", w, "cpu_us"))
+        lines.append(
+            f"  {workload.label:<24} Echo/httpbin {_x(ratio(get('echo', w, 'rps'), get('httpbin', w, 'rps')))}"
+            f" ({_x(ratio(get('httpbin', w, 'cpu_us'), get('echo', w, 'cpu_us')))})"
+            f"  Echo/ceiling {_x(ratio(get('echo', w, 'rps'), get('flask-hello', w, 'rps')))}"
+            f" ({_x(ratio(get('flask-hello', w, 'cpu_us'), get('echo', w, 'cpu_us')))})"
+            f"  history cost {'n/a' if cost is None else f'{1 - cost:+.1%}'}"
+            f" ({'n/a' if cpu_cost is None else f'{cpu_cost - 1:+.1%}'})"
+        )
+    lines.append("")
+
+    checks: list[Check] = []
+
+    def check(text: str, value: float | None, ok: Callable[[float], bool], shown: str) -> None:
+        checks.append((text, "n/a" if value is None else shown.format(value), None if value is None else ok(value)))
+
+    check(f"GET Echo/httpbin >= {GET_VS_HTTPBIN}x", ratio(get("echo", "get", "rps"), get("httpbin", "get", "rps")),
+          lambda v: v >= GET_VS_HTTPBIN, "{:.2f}x")
+    check(f"GET Echo/ceiling >= {GET_VS_CEILING}x",
+          ratio(get("echo", "get", "rps"), get("flask-hello", "get", "rps")), lambda v: v >= GET_VS_CEILING, "{:.2f}x")
+    check(f"1 KiB JSON POST Echo/httpbin >= {POST_VS_HTTPBIN}x",
+          ratio(get("echo", "post-json", "rps"), get("httpbin", "post-json", "rps")),
+          lambda v: v >= POST_VS_HTTPBIN, "{:.2f}x")
+    for workload in loads:
+        check(f"{workload.label}: Echo p99 <= httpbin's",
+              ratio(get("echo", workload.name, "p99_ms"), get("httpbin", workload.name, "p99_ms")),
+              lambda v: v <= 1.0, "{:.2f} of it")
+    for workload in loads:
+        kept = ratio(get("echo", workload.name, "rps"), get("echo-nohistory", workload.name, "rps"))
+        check(f"{workload.label}: history costs <= {HISTORY_COST:.0%}", None if kept is None else 1 - kept,
+              lambda v: v <= HISTORY_COST, "{:+.1%}")
+    if rss:
+        lines.append(f"Echo RSS (default --history 1000 and --keep-body 65536; {MEMORY_EXCHANGES} sequential "
+                     "JSON POSTs per size)")
+        lines.append(f"  idle {rss['idle']:.1f} MiB, after 1 KiB bodies {rss['after_1kib']:.1f} MiB, "
+                     f"after 64 KiB bodies {rss['after_64kib']:.1f} MiB")
+        lines.append("")
+        check(f"RSS after 1000 x 1 KiB <= {RSS_SMALL_MIB} MiB", rss["after_1kib"], lambda v: v <= RSS_SMALL_MIB,
+              "{:.1f} MiB")
+        check(f"RSS after 1000 x 64 KiB <= {RSS_LARGE_MIB} MiB", rss["after_64kib"], lambda v: v <= RSS_LARGE_MIB,
+              "{:.1f} MiB")
+    lines.append("targets")
+    for text, shown, ok in checks:
+        lines.append(f"  {'n/a ' if ok is None else ('met ' if ok else 'MISS')} {text:<52} {shown}")
+    return "\n".join(lines), checks
+
+
+# ---- main ------------------------------------------------------------------------------------
+
+def build_targets(wanted: list[str], python: str, quick: bool, notes: list[str]) -> list[Target]:
+    targets = []
+    for name in wanted:
+        if name == "echo":
+            targets.append(Target(name, "echo", echo_command(python), _echo_check))
+        elif name == "echo-nohistory":
+            targets.append(Target(name, "echo --history 0", echo_command(python, "--history", "0"), _echo_check))
+        elif name == "echo-log":
+            # The access log priced: `echo` with --log text, its stdout going to a file.
+            targets.append(Target(name, "echo --log text", echo_command(python, log="text"), _echo_check))
+        elif name == "httpbin":
+            found = ensure_httpbin(python, quiet=quick)
+            if found is None:
+                if not quick:
+                    raise BenchError("httpbin could not be installed into bench/.venv-httpbin (offline?); "
+                                     "run with --targets echo,echo-nohistory,flask-hello to measure the rest")
+                notes.append("httpbin could not be installed (offline?): skipped")
+                continue
+            venv_python, version = found
+            targets.append(Target(name, f"httpbin {version}", peer_command(venv_python, "httpbin:app"),
+                                  _httpbin_check))
+        elif name == "flask-hello":
+            targets.append(Target(name, "flask hello (ceiling)",
+                                  peer_command(python, "flask_hello:app", str(BENCH / "apps")), _hello_check))
+    return targets
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Echo vs httpbin vs a bare Flask app, on waitress, driven by wrk.")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke test: 1 s warm-up, one 2 s run per target and workload; httpbin is skipped "
+                             "when it cannot be installed")
+    parser.add_argument("--targets", default=",".join(DEFAULT_TARGETS),
+                        help=f"comma-separated, from {', '.join(ALL_TARGETS)} (echo-log: Echo with --log text)")
+    parser.add_argument("--workloads", default="get,post-json,multipart", help="comma-separated: get, post-json, multipart")
+    parser.add_argument("--duration", type=int, help="seconds per run (default 10, --quick 2)")
+    parser.add_argument("--runs", type=int, help="runs per target and workload; medians are shown (default 3, --quick 1)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the RSS measurement")
+    parser.add_argument("--json", type=Path, help="where to write the results (default bench/results/latest.json)")
+    args = parser.parse_args(argv)
+
+    plan = dict(QUICK if args.quick else FULL)
+    if args.duration:
+        plan["duration"] = args.duration
+    if args.runs:
+        plan["runs"] = args.runs
+    wanted = [t.strip() for t in args.targets.split(",") if t.strip()]
+    unknown = set(wanted) - set(ALL_TARGETS)
+    if unknown:
+        parser.error(f"unknown targets: {', '.join(sorted(unknown))}")
+    names = args.workloads.split(",")
+    loads = [w for w in workloads() if w.name in names]
+    if not loads or not wanted:
+        parser.error("nothing to run")
+
+    python = sys.executable
+    try:
+        import echo  # noqa: F401 - only to fail early with a clear line
+    except ImportError:
+        print("benchmark failed: Echo is not installed in this Python; run it with .venv/bin/python "
+              "(after scripts/test) or pip install . first", file=sys.stderr)
+        return 1
+
+    scratch = Path(tempfile.mkdtemp(prefix="echo-bench-"))
+    try:
+        wrk_bin = ensure_wrk()
+        server_pin, client_pin, pinned = pinning()
+        notes = [
+            f"{pinned}; wrk -t1 -c{CONNECTIONS}; waitress threads={THREADS}; warm-up {plan['warmup']} s, then "
+            f"{plan['runs']} x {plan['duration']} s per target and workload, interleaved; medians",
+            "Echo with full capture, controls and history on; no target writes an access log (Echo --log off); "
+            "the waitress.queue logger at ERROR for every target",
+        ]
+        targets = build_targets(wanted, python, args.quick, notes)
+        load = os.getloadavg()[0]
+        if load > BUSY_LOAD:
+            notes.append(f"load average {load:.2f} at the start: something else is busy, so req/s and latency "
+                         "suffer unevenly; CPU time per request is the steadier figure")
+        print("\n".join(notes), flush=True)
+        results, queue_lines = run_load(targets, loads, plan, wrk_bin, (server_pin, client_pin), scratch)
+        rss = None if args.no_memory else measure_memory(python, scratch)
+    except BenchError as exc:
+        print(f"benchmark failed: {exc}", file=sys.stderr)
+        print(f"server logs are in {scratch}", file=sys.stderr)
+        return 1
+
+    labels = {t.name: t.label for t in targets}
+    table, checks = report(results, rss, labels, loads)
+    print()
+    print("\n".join(notes))
+    print("'Task queue depth' lines logged: " + ", ".join(f"{k} {v}" for k, v in queue_lines.items()))
+    print(f"load average at the end: {os.getloadavg()[0]:.2f}")
+    print()
+    print(table)
+    out = args.json or RESULTS / "latest.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({
+        "plan": plan, "notes": notes, "targets": labels, "rss_mib": rss, "queue_log_lines": queue_lines,
+        "results": [asdict(r) for r in results],
+        "checks": [{"target": text, "value": shown, "met": ok} for text, shown, ok in checks],
+    }, indent=2) + "\n")
+    shutil.rmtree(scratch, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
