@@ -17,6 +17,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from contextlib import closing
 from dataclasses import dataclass, field
 from http.client import HTTPConnection
@@ -184,6 +186,18 @@ def call(port: int, method: str, path: str, body: bytes | None = None,
         conn.request(method, path, body=body, headers=headers or {})
         response = conn.getresponse()
         return response.status, response.headers, response.read()
+
+
+def fetch(url: str, method: str | None = None, data: bytes | None = None,
+          headers: dict[str, str] | None = None, timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
+    """One request through urllib (as a typical client sends it): (status, headers, body), whatever the status."""
+    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, dict(error.headers), error.read()
 
 
 def split_response(raw: bytes) -> tuple[int, list[tuple[str, str]], bytes]:

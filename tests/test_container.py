@@ -20,15 +20,13 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 import pytest
 
 import echo
-from conftest import ROOT, free_port, need
+from conftest import ROOT, fetch, free_port, need
 
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
@@ -427,14 +425,7 @@ class Served:
 
     def get(self, path: str, data: bytes | None = None, headers: dict[str, str] | None = None,
             method: str | None = None) -> tuple[int, dict[str, str], bytes]:
-        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data, headers=headers or {},
-                                         method=method)
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return response.status, dict(response.headers), response.read()
-        except urllib.error.HTTPError as error:
-            with error:
-                return error.code, dict(error.headers), error.read()
+        return fetch(f"http://127.0.0.1:{self.port}{path}", method, data, headers)
 
     def terminate(self) -> int:
         self.proc.send_signal(signal.SIGTERM)

@@ -13,14 +13,12 @@ import json
 import math
 import re
 import shutil
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import pytest
 
-from conftest import EchoServer, need, start_echo, start_redis
+from conftest import EchoServer, fetch, need, start_echo, start_redis
 from echo.metrics import LATENCY_BUCKETS, Metrics
 
 # ---- a strict parser for the text exposition format -------------------------
@@ -190,13 +188,7 @@ def test_the_parser_refuses_malformed_expositions(text: str, problem: str) -> No
 # ---- against the server -----------------------------------------------------
 
 def get(url: str, method: str = "GET", data: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
-    request = urllib.request.Request(url, method=method, data=data)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, dict(response.headers), response.read()
-    except urllib.error.HTTPError as error:
-        with error:
-            return error.code, dict(error.headers), error.read()
+    return fetch(url, method, data)
 
 
 def scrape(server: EchoServer) -> dict[str, Family]:

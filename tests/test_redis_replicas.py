@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from conftest import EchoServer, RedisServer, free_port
+from conftest import EchoServer, RedisServer, fetch, free_port
 
 pytestmark = pytest.mark.redis
 
@@ -32,13 +32,7 @@ SETTLE_SECONDS = 15.0
 
 def call(url: str, method: str = "GET", data: bytes | None = None,
          headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
-    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=CLIENT_TIMEOUT) as response:
-            return response.status, dict(response.headers), response.read()
-    except urllib.error.HTTPError as error:
-        with error:
-            return error.code, dict(error.headers), error.read()
+    return fetch(url, method, data, headers, timeout=CLIENT_TIMEOUT)
 
 
 def send(server: EchoServer, path: str = "/", method: str = "GET", data: bytes | None = None,
