@@ -9,6 +9,7 @@ sentence in ``errors`` while the raw bytes stay in the record.
 from __future__ import annotations
 
 import codecs
+import functools
 import hashlib
 import io
 import json
@@ -32,6 +33,14 @@ _READ_CHUNK = 64 * 1024
 # A request target or Host made only of visible ASCII is shown as sent.
 _VISIBLE_ASCII = re.compile(rb"[\x21-\x7e]*")
 _DECODERS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+# Most requests have no body; its digest is one shared string, not one per record.
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+# Header names are built once per distinct name and shared by every record that
+# holds them: history keeps one string per name instead of one per header of
+# every kept request. Callers choose names, so the cache is bounded (LRU).
+HEADER_NAME_CACHE = 1024
+# WSGI keeps these two without the HTTP_ prefix.
+_CONTENT_HEADERS = {"CONTENT_TYPE": "Content-Type", "CONTENT_LENGTH": "Content-Length"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,15 +167,21 @@ def _utf8(raw: bytes, what: str, errors: list[str]) -> str:
         return raw.decode("utf-8", "replace")
 
 
+@functools.lru_cache(maxsize=HEADER_NAME_CACHE)
+def _header_name(key: str) -> str:
+    """The header's name as shown, from its WSGI key: HTTP_USER_AGENT -> User-Agent."""
+    return key[5:].replace("_", "-").title()
+
+
 def _headers(environ: dict[str, Any], errors: list[str]) -> Pairs:
     pairs = []
     for key, value in environ.items():
         if key.startswith("HTTP_"):
-            name = key[5:].replace("_", "-").title()
-        elif key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            name = _header_name(key)
+        elif key in _CONTENT_HEADERS:
             if not value:
                 continue
-            name = key.replace("_", "-").title()
+            name = _CONTENT_HEADERS[key]
         else:
             continue
         if not value.isascii():
@@ -223,7 +238,7 @@ def _read_body(environ: dict[str, Any], max_body: int) -> tuple[bytes, int, str,
         if size < max_body:
             kept.append(chunk[: max_body - size])
         size += len(chunk)
-    return b"".join(kept), size, digest.hexdigest(), size > max_body
+    return b"".join(kept), size, digest.hexdigest() if size else EMPTY_SHA256, size > max_body
 
 
 def _decode_content(body: bytes, encoding: str, max_body: int) -> tuple[bytes | None, str | None, bool]:

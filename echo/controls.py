@@ -61,6 +61,10 @@ _SAMESITE = {"strict": "Strict", "lax": "Lax", "none": "None"}
 _EPOCH = "Thu, 01 Jan 1970 00:00:00 GMT"
 
 
+# The summary of a plan without controls (see ResponsePlan.summary).
+_NO_CONTROLS: dict[str, Any] = {"status": 200, "headers": [], "cookies": [], "delay": 0.0}
+
+
 class Chooser(Protocol):
     def choices(self, population: list[int], weights: list[int], k: int = 1) -> list[int]: ...
 
@@ -93,7 +97,13 @@ class ResponsePlan:
     given: frozenset[str] = field(default_factory=frozenset)
 
     def summary(self) -> dict[str, Any]:
-        """The `controls` member of the echo document: what was applied."""
+        """The `controls` member of the echo document: what was applied.
+
+        Read-only: a request without controls gets the one shared default,
+        since history keeps a summary per exchange and most are this one."""
+        if (self.status == 200 and not self.headers and not self.cookies and not self.delay
+                and self.body is None and not self.content_type and not self.format):
+            return _NO_CONTROLS
         summary: dict[str, Any] = {
             "status": self.status,
             "headers": [{"name": n, "value": v} for n, v in self.headers],

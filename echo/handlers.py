@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable
 from werkzeug.datastructures import MIMEAccept
 from werkzeug.http import parse_accept_header
 
-from .capture import CaptureLimits, capture
+from .capture import EMPTY_SHA256, CaptureLimits, capture
 from .config import Settings
 from .controls import DEFAULT_BODY_TYPE, ControlError, ControlLimits, ResponsePlan, plan
 from .documents import dumps, echo_document, echo_json, error_document
@@ -41,6 +41,9 @@ PAGE_CSP = (
 # caller's bytes) is sandboxed: even if a browser renders it, it has no origin.
 SANDBOX_CSP = "sandbox"
 _BODYLESS = (204, 304)
+# Header pairs most answers share: one tuple each, not one per kept exchange.
+_JSON_CONTENT_TYPE = ("Content-Type", JSON_TYPE)
+_CSP_HEADER = {csp: ("Content-Security-Policy", csp) for csp in (PAGE_CSP, SANDBOX_CSP)}
 # How often a _delay looks whether its caller is still there.
 DELAY_TICK_SECONDS = 0.05
 
@@ -155,7 +158,7 @@ class EchoHandler:
                 headers=tuple(headers),
                 body=None if rebuildable and sent else sent,
                 body_size=len(sent),
-                body_sha256=hashlib.sha256(sent).hexdigest(),
+                body_sha256=hashlib.sha256(sent).hexdigest() if sent else EMPTY_SHA256,
                 content_type=content_type,
             ),
             controls=controls,
@@ -182,7 +185,7 @@ class EchoHandler:
         else:
             body = echo_json(record, controls)
             rebuildable = True
-            headers = [("Content-Type", caller_type or JSON_TYPE)]
+            headers = [("Content-Type", caller_type) if caller_type else _JSON_CONTENT_TYPE]
             csp = SANDBOX_CSP
         if any(name.lower() == "content-type" for name, _ in decided.headers):
             headers = []  # the caller's _header=Content-Type replaces ours
@@ -191,7 +194,7 @@ class EchoHandler:
             ("Content-Length", str(len(body))),
             ("Cache-Control", "no-store"),
             ("X-Content-Type-Options", "nosniff"),
-            ("Content-Security-Policy", csp),
+            _CSP_HEADER[csp],
         ]
         headers.extend(decided.headers)
         headers.extend(("Set-Cookie", cookie) for cookie in decided.cookies)

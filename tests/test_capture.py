@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from werkzeug.test import EnvironBuilder
 
-from echo.capture import CaptureLimits, capture
+from echo.capture import HEADER_NAME_CACHE, CaptureLimits, _header_name, capture
 from echo.documents import dumps, echo_document, request_document
 from echo.records import IdSource
 
@@ -245,6 +245,18 @@ def test_utf8_header_is_decoded() -> None:
     environ = EnvironBuilder().get_environ()
     environ["HTTP_X_NAME"] = "café".encode().decode("latin-1")
     assert request_document(capture(environ, LIMITS, IdSource()))["headers"]["X-Name"] == "café"
+
+
+def test_header_names_are_shared_between_records_and_the_cache_is_bounded() -> None:
+    first = record_of(headers={"X-Trace": "a"})
+    second = record_of(headers={"X-Trace": "b"})
+    name_of = {name: name for name, _ in first.headers}
+    # History keeps one string per distinct name, not one per header per exchange.
+    assert all(name is name_of[name] for name, _ in second.headers)
+    for n in range(HEADER_NAME_CACHE + 50):  # callers choose names: the cache must not grow with them
+        record_of(headers={f"X-Junk-{n}": "1"})
+    assert _header_name.cache_info().currsize == HEADER_NAME_CACHE
+    assert dict(record_of(headers={"X-New-One": "1"}).headers)["X-New-One"] == "1"
 
 
 def test_empty_body() -> None:

@@ -193,6 +193,16 @@ def test_no_controls_is_the_default_plan() -> None:
     assert decided.summary() == {"status": 200, "headers": [], "cookies": [], "delay": 0.0}
 
 
+def test_the_default_summary_is_one_shared_object_that_stays_default() -> None:
+    first, second = ok([]).summary(), ok([("a", "1")]).summary()
+    assert first is second  # history keeps a summary per exchange; most are this one
+    ok([("_status", "201"), ("_header", "X-A: 1"), ("_cookie", "a=b")]).summary()
+    assert ok([]).summary() == {"status": 200, "headers": [], "cookies": [], "delay": 0.0}
+    # A plan that changes anything gets its own summary, never the shared one.
+    for pairs in ([("_status", "200"), ("_format", "json")], [("_delay", "0.1")], [("_body", "x")]):
+        assert ok(pairs).summary() is not first
+
+
 def test_summary_reports_what_was_applied() -> None:
     decided = ok([("_status", "201"), ("_header", "X-A: 1"), ("_cookie", "a=b"), ("_delay", "0.5")])
     assert decided.summary() == {

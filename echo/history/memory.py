@@ -37,11 +37,9 @@ class MemoryStore(Store):
             else:
                 bisect.insort(self._ids, exchange.id)
             self._items[exchange.id] = exchange
-            excess = len(self._ids) - self._limit
-            if excess > 0:
-                for old in self._ids[:excess]:
-                    del self._items[old]
-                del self._ids[:excess]
+            if len(self._ids) > self._limit:  # one in, one out: the limit is never lowered
+                del self._items[self._ids[0]]
+                del self._ids[0]
 
     def get(self, exchange_id: str) -> Exchange | None:
         return self._items.get(exchange_id)
