@@ -70,6 +70,18 @@ def client(app: Any) -> Any:
 
 # ---- real servers ---------------------------------------------------------
 
+def end_process(proc: subprocess.Popen[Any], timeout: float) -> int:
+    """Ask a server to stop (SIGTERM), kill it if it has not within `timeout`; its exit status."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
 @dataclass
 class EchoServer:
     """A running `python -m echo` on 127.0.0.1, with its output collected."""
@@ -84,13 +96,7 @@ class EchoServer:
         return f"http://127.0.0.1:{self.port}"
 
     def stop(self, timeout: float = 10) -> int:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        end_process(self.proc, timeout)
         if self.reader is not None:
             self.reader.join(5)
         if self.proc.stdout is not None and self.reader is not None and not self.reader.is_alive():
@@ -99,6 +105,14 @@ class EchoServer:
 
     def lines(self) -> list[str]:
         return list(self.output)
+
+    def status_field(self, name: str) -> int:
+        """A number from /proc/<pid>/status, e.g. VmRSS (KiB) or Threads."""
+        with open(f"/proc/{self.proc.pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith(f"{name}:"):
+                    return int(line.split()[1])
+        raise AssertionError(f"no {name} line")
 
 
 def start_echo(*flags: str, env: dict[str, str] | None = None, timeout: float = 15) -> EchoServer:

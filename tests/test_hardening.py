@@ -56,14 +56,6 @@ def zlib_bomb() -> bytes:
     return b"\x78\xda" + block * BOMB_CHUNKS + tail + struct.pack(">I", adler)
 
 
-def rss_kib(server: EchoServer) -> int:
-    with open(f"/proc/{server.proc.pid}/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS line")
-
-
 def http_request(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]] | None = None,
                  body: bytes | None = None) -> bytes:
     """One HTTP/1.1 request as raw bytes, Content-Length added for a body."""
@@ -554,10 +546,10 @@ def test_gzip_bomb_is_refused_without_inflating_it(echo_server: Any) -> None:
     server = echo_server("--log", "off", "--max-body", str(MiB))
     bomb = gzip_bomb()
     assert len(bomb) < MiB  # under the limit on the wire: only decoding can catch it
-    before = rss_kib(server)
+    before = server.status_field("VmRSS")
     status, headers, answer = send(server, http_request(
         b"POST", b"/bomb", [(b"Content-Encoding", b"gzip"), (b"Content-Type", b"application/json")], bomb))
-    grown_mib = (rss_kib(server) - before) / 1024
+    grown_mib = (server.status_field("VmRSS") - before) / 1024
     print(f"gzip bomb: {len(bomb)} B on the wire, {BOMB_SIZE} B inflated; 413; RSS grew {grown_mib:.1f} MiB")
     assert status == 413
     document = strict_json(answer)

@@ -24,7 +24,7 @@ from typing import Callable, Iterator
 import pytest
 from werkzeug.test import EnvironBuilder
 
-from conftest import ROOT, START_LINE, EchoServer, raw_request, split_response, start_echo
+from conftest import ROOT, START_LINE, EchoServer, end_process, raw_request, split_response, start_echo
 from echo.capture import CaptureLimits, capture
 from echo.config import Settings
 from echo.logs import AccessLog
@@ -227,13 +227,7 @@ class TerminalServer:
             time.sleep(0.02)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        try:
-            self.proc.wait(STOP_SECONDS)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        end_process(self.proc, STOP_SECONDS)
         self.done.set()
         self.reader.join(5)
         os.close(self.master)

@@ -26,14 +26,6 @@ THREADS = 2
 STUCK_CLIENTS = 6
 
 
-def proc_threads(server: EchoServer) -> int:
-    with open(f"/proc/{server.proc.pid}/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("Threads:"):
-                return int(line.split()[1])
-    raise AssertionError("no Threads line")
-
-
 def ask(server: EchoServer, path: str, timeout: float = ANSWER_TIMEOUT) -> tuple[int, dict[str, Any]]:
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=timeout)
     try:
@@ -85,7 +77,7 @@ def two_threads(echo_server: Any) -> EchoServer:
 def test_half_sent_bodies_and_idle_connections_block_no_one(stuck_sockets: list[socket.socket],
                                                             two_threads: EchoServer) -> None:
     server = two_threads
-    threads_before = proc_threads(server)
+    threads_before = server.status_field("Threads")
     half_body = b"POST /half HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 1000\r\n\r\n" + b"a" * 10
     for _ in range(STUCK_CLIENTS):
         stuck_sockets.append(open_socket(server, half_body))  # promised 1000 bytes, sent 10
@@ -111,7 +103,7 @@ def test_half_sent_bodies_and_idle_connections_block_no_one(stuck_sockets: list[
     keep_alive.sendall(b"GET /second HTTP/1.1\r\nHost: x\r\n\r\n")
     status, body = read_answer(keep_alive)
     assert status == 200 and json.loads(body)["path"] == "/second"
-    assert proc_threads(server) == threads_before  # no thread per connection, none leaked
+    assert server.status_field("Threads") == threads_before  # no thread per connection, none leaked
 
 
 def test_a_body_sent_a_byte_at_a_time_does_not_hold_a_worker(stuck_sockets: list[socket.socket],
@@ -131,14 +123,14 @@ def test_a_body_sent_a_byte_at_a_time_does_not_hold_a_worker(stuck_sockets: list
 
 def test_a_client_leaving_during_a_delay_blocks_no_one(two_threads: EchoServer) -> None:
     server = two_threads
-    threads_before = proc_threads(server)
+    threads_before = server.status_field("Threads")
     leaver = open_socket(server, b"GET /leaving?_delay=3 HTTP/1.1\r\nHost: x\r\n\r\n")
     time.sleep(0.2)  # the request is in a worker, sleeping
     leaver.close()
     for n in range(2 * THREADS):
         status, document = ask(server, f"/after-leaver/{n}")
         assert status == 200
-    assert proc_threads(server) == threads_before
+    assert server.status_field("Threads") == threads_before
 
 
 def test_callers_who_leave_during_a_delay_give_their_workers_back(echo_server: Any) -> None:
@@ -161,11 +153,11 @@ def test_callers_who_leave_during_a_delay_give_their_workers_back(echo_server: A
 
 def test_many_short_connections_leak_no_threads(two_threads: EchoServer) -> None:
     server = two_threads
-    threads_before = proc_threads(server)
+    threads_before = server.status_field("Threads")
     for n in range(50):
         sock = open_socket(server, b"GET /short HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nab")
         sock.close()  # left mid-body
         if n % 10 == 0:
             assert ask(server, f"/check/{n}")[0] == 200
     assert ask(server, "/final")[0] == 200
-    assert proc_threads(server) == threads_before
+    assert server.status_field("Threads") == threads_before
