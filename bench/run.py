@@ -15,6 +15,10 @@ capture, controls and history on, and with `--log off`: no target writes an
 access log. httpbin (the current release on PyPI) lives in its own venv,
 bench/.venv-httpbin, with the same Flask, Werkzeug and waitress as Echo.
 
+History is priced apart: after each workload's runs, Echo with and without
+history take turns in 20 short rounds, and the cost is the median of the
+rounds' ratios.
+
 It prints median req/s, p50/p99 latency and the server's CPU time per request
 for each target and workload, the ratios the targets are set on, and Echo's RSS
 idle and after 1000 exchanges of 1 KiB and of 64 KiB bodies. A missed target is
@@ -55,8 +59,12 @@ CONNECTIONS = 16  # twice the threads: waitress's queue is exercised, as under r
 THREADS = 8  # Echo's default --threads; every target gets the same
 WRK_TIMEOUT = "5s"  # wrk's default 2 s would count a slow multipart answer as an error
 
-FULL = {"warmup": 3, "duration": 10, "runs": 3}
-QUICK = {"warmup": 1, "duration": 2, "runs": 1}
+FULL = {"warmup": 3, "duration": 10, "runs": 3, "rounds": 20, "round_duration": 2}
+QUICK = {"warmup": 1, "duration": 2, "runs": 1, "rounds": 2, "round_duration": 1}
+# History is priced from short bursts to Echo with and without it, in turns:
+# on a shared machine one disturbed 10 s pair moves the median of three by
+# several points, while 20 rounds of 2 s (80 s per workload) need many
+# disturbed rounds to move theirs, and their quartiles show the spread.
 
 # A 1-minute load average above this at the start means something else is
 # using the cores the benchmark pins to; the run goes on, with a warning.
@@ -426,9 +434,25 @@ def run_order(targets: list[Target], run: int) -> list[Target]:
     return order
 
 
+def price_history(on: Server, off: Server, workload: Workload, plan: dict[str, int], wrk_bin: str,
+                  prefix: list[str], body_file: Path | None) -> list[dict[str, float]]:
+    """Echo's req/s and CPU per request with history over without, per round of
+    one short burst to each, the first of the two taking turns."""
+    rounds = []
+    for i in range(plan["rounds"]):
+        first, second = (off, on) if i % 2 == 0 else (on, off)
+        a = wrk(wrk_bin, prefix, first, workload, plan["round_duration"], body_file)
+        b = wrk(wrk_bin, prefix, second, workload, plan["round_duration"], body_file)
+        with_history, without = (a, b) if first is on else (b, a)
+        rounds.append({"rps": with_history.rps / without.rps, "cpu_us": with_history.cpu_us / without.cpu_us})
+    return rounds
+
+
 def run_load(targets: list[Target], loads: list[Workload], plan: dict[str, int], wrk_bin: str,
-             pins: tuple[list[str], list[str]], scratch: Path) -> tuple[list[Result], dict[str, int]]:
-    """Every target up at once (idle ones cost nothing), runs interleaved; results and queue-log counts."""
+             pins: tuple[list[str], list[str]], scratch: Path
+             ) -> tuple[list[Result], dict[str, int], dict[str, list[dict[str, float]]]]:
+    """Every target up at once (idle ones cost nothing), runs interleaved, then the
+    history rounds; results, queue-log counts and each workload's history rounds."""
     body_files = {}
     for workload in loads:
         if workload.body:
@@ -436,6 +460,7 @@ def run_load(targets: list[Target], loads: list[Workload], plan: dict[str, int],
             body_files[workload.name].write_bytes(workload.body)
     servers = {t.name: Server(t.command, pins[0], scratch / f"{t.name}.log") for t in targets}
     results = []
+    history_rounds: dict[str, list[dict[str, float]]] = {}
     try:
         for target in targets:
             servers[target.name].start(loads[0])
@@ -465,10 +490,18 @@ def run_load(targets: list[Target], loads: list[Workload], plan: dict[str, int],
                     cpu_us=statistics.median(s.cpu_us for s in got),
                     samples=got,
                 ))
+            if "echo" in servers and "echo-nohistory" in servers and plan["rounds"]:
+                rounds = price_history(servers["echo"], servers["echo-nohistory"], workload, plan, wrk_bin,
+                                       pins[1], body_file)
+                history_rounds[workload.name] = rounds
+                ratios = sorted(r["rps"] for r in rounds)
+                print(f"  {workload.label:<24} history rounds: {len(rounds)} x {plan['round_duration']} s, "
+                      f"req/s with/without from {ratios[0]:.2f} to {ratios[-1]:.2f}", flush=True)
     finally:
         for server in servers.values():
             server.stop()
-    return results, {t.label: servers[t.name].output().count("Task queue depth") for t in targets}
+    return (results, {t.label: servers[t.name].output().count("Task queue depth") for t in targets},
+            history_rounds)
 
 
 def measure_memory(python: str, scratch: Path) -> dict[str, float]:
@@ -511,7 +544,7 @@ def _x(value: float | None) -> str:
 
 
 def report(results: list[Result], rss: dict[str, float] | None, labels: dict[str, str],
-           loads: list[Workload]) -> tuple[str, list[Check]]:
+           loads: list[Workload], history_rounds: dict[str, list[dict[str, float]]]) -> tuple[str, list[Check]]:
     by = {(r.target, r.workload): r for r in results}
 
     def get(target: str, load: str, what: str) -> float | None:
@@ -527,19 +560,32 @@ def report(results: list[Result], rss: dict[str, float] | None, labels: dict[str
                              f" {r.cpu_us:>10.0f}")
         lines.append("")
 
-    def history_cost(load: str, what: str) -> float | None:
-        """The median over runs of each run's pair: 1 - on/off for req/s, on/off - 1 for CPU per request."""
+    def history_ratios(load: str, what: str) -> list[float]:
+        """With/without history, per history round; per run's back-to-back pair when there were no rounds."""
+        if history_rounds.get(load):
+            return [r[what] for r in history_rounds[load]]
         on, off = by.get(("echo", load)), by.get(("echo-nohistory", load))
         if not on or not off or len(on.samples) != len(off.samples):
-            return None
-        pairs = [getattr(a, what) / getattr(b, what) for a, b in zip(on.samples, off.samples) if getattr(b, what)]
-        if not pairs:
-            return None
-        kept = statistics.median(pairs)
-        return 1 - kept if what == "rps" else kept - 1
+            return []
+        return [getattr(a, what) / getattr(b, what) for a, b in zip(on.samples, off.samples) if getattr(b, what)]
+
+    def as_cost(value: float, what: str) -> float:
+        # Fewer req/s and more CPU per request are both a positive cost.
+        return 1 - value if what == "rps" else value - 1
+
+    def history_cost(load: str, what: str) -> float | None:
+        ratios = history_ratios(load, what)
+        return as_cost(statistics.median(ratios), what) if ratios else None
+
+    def history_spread(load: str) -> str:
+        ratios = history_ratios(load, "rps")
+        if len(ratios) < 4:
+            return ""
+        low, _, high = statistics.quantiles(ratios, n=4)
+        return f" [middle half {as_cost(high, 'rps'):+.1%} .. {as_cost(low, 'rps'):+.1%}]"
 
     lines.append("ratios of median req/s (and, steadier on a busy machine, of CPU time per request); the history "
-                 "cost is the median of each run's back-to-back pair")
+                 "cost is the median over the history rounds (over the runs' back-to-back pairs with --rounds 0)")
     for workload in loads:
         w = workload.name
         cost = history_cost(w, "rps")
@@ -550,7 +596,7 @@ def report(results: list[Result], rss: dict[str, float] | None, labels: dict[str
             f"  Echo/ceiling {_x(ratio(get('echo', w, 'rps'), get('flask-hello', w, 'rps')))}"
             f" ({_x(ratio(get('flask-hello', w, 'cpu_us'), get('echo', w, 'cpu_us')))})"
             f"  history cost {'n/a' if cost is None else f'{cost:+.1%}'}"
-            f" ({'n/a' if cpu_cost is None else f'{cpu_cost:+.1%}'})"
+            f" ({'n/a' if cpu_cost is None else f'{cpu_cost:+.1%}'}){history_spread(w)}"
         )
     lines.append("")
 
@@ -628,6 +674,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workloads", default="get,post-json,multipart", help="comma-separated: get, post-json, multipart")
     parser.add_argument("--duration", type=int, help="seconds per run (default 10, --quick 2)")
     parser.add_argument("--runs", type=int, help="runs per target and workload; medians are shown (default 3, --quick 1)")
+    parser.add_argument("--rounds", type=int,
+                        help="history rounds per workload: a short burst to Echo with and without history, in turns "
+                             "(default 20 of 2 s, --quick 2 of 1 s; 0 prices history from the runs' pairs)")
     parser.add_argument("--no-memory", action="store_true", help="skip the RSS measurement")
     parser.add_argument("--json", type=Path, help="where to write the results (default bench/results/latest.json)")
     args = parser.parse_args(argv)
@@ -637,6 +686,10 @@ def main(argv: list[str] | None = None) -> int:
         plan["duration"] = args.duration
     if args.runs:
         plan["runs"] = args.runs
+    if args.rounds is not None:
+        if args.rounds < 0:
+            parser.error("--rounds must be 0 or more")
+        plan["rounds"] = args.rounds
     wanted = [t.strip() for t in args.targets.split(",") if t.strip()]
     unknown = set(wanted) - set(ALL_TARGETS)
     if unknown:
@@ -660,7 +713,9 @@ def main(argv: list[str] | None = None) -> int:
         server_pin, client_pin, pinned = pinning()
         notes = [
             f"{pinned}; wrk -t1 -c{CONNECTIONS}; waitress threads={THREADS}; warm-up {plan['warmup']} s, then "
-            f"{plan['runs']} x {plan['duration']} s per target and workload, interleaved; medians",
+            f"{plan['runs']} x {plan['duration']} s per target and workload, interleaved; medians; "
+            + (f"then {plan['rounds']} history rounds of {plan['round_duration']} s to Echo with and without history"
+               if plan["rounds"] else "history priced from the runs' back-to-back pairs"),
             "Echo with full capture, controls and history on; no target writes an access log (Echo --log off); "
             "the waitress.queue logger at ERROR for every target",
         ]
@@ -670,7 +725,8 @@ def main(argv: list[str] | None = None) -> int:
             notes.append(f"load average {load:.2f} at the start: something else is busy, so req/s and latency "
                          "suffer unevenly; CPU time per request is the steadier figure")
         print("\n".join(notes), flush=True)
-        results, queue_lines = run_load(targets, loads, plan, wrk_bin, (server_pin, client_pin), scratch)
+        results, queue_lines, history_rounds = run_load(targets, loads, plan, wrk_bin, (server_pin, client_pin),
+                                                        scratch)
         rss = None if args.no_memory else measure_memory(python, scratch)
     except BenchError as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
@@ -678,7 +734,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     labels = {t.name: t.label for t in targets}
-    table, checks = report(results, rss, labels, loads)
+    table, checks = report(results, rss, labels, loads, history_rounds)
     print()
     print("\n".join(notes))
     print("'Task queue depth' lines logged: " + ", ".join(f"{k} {v}" for k, v in queue_lines.items()))
@@ -689,7 +745,7 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "plan": plan, "notes": notes, "targets": labels, "rss_mib": rss, "queue_log_lines": queue_lines,
-        "results": [asdict(r) for r in results],
+        "results": [asdict(r) for r in results], "history_rounds": history_rounds,
         "checks": [{"target": text, "value": shown, "met": ok} for text, shown, ok in checks],
     }, indent=2) + "\n")
     shutil.rmtree(scratch, ignore_errors=True)
