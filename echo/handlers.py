@@ -76,6 +76,16 @@ def _caller_left(environ: dict[str, Any]) -> bool:
         return True  # reset, or closed by the server meanwhile
 
 
+def _body_headers(body: bytes, csp: str) -> Headers:
+    """The headers every answer with a body carries, after its Content-Type."""
+    return [
+        ("Content-Length", str(len(body))),
+        ("Cache-Control", "no-store"),
+        ("X-Content-Type-Options", "nosniff"),
+        _CSP_HEADER[csp],
+    ]
+
+
 _STATUS_LINES = {status.value: f"{status.value} {status.phrase}" for status in HTTPStatus}
 
 
@@ -190,12 +200,7 @@ class EchoHandler:
         if any(name.lower() == "content-type" for name, _ in decided.headers):
             headers = []  # the caller's _header=Content-Type replaces ours
             csp = SANDBOX_CSP
-        headers += [
-            ("Content-Length", str(len(body))),
-            ("Cache-Control", "no-store"),
-            ("X-Content-Type-Options", "nosniff"),
-            _CSP_HEADER[csp],
-        ]
+        headers += _body_headers(body, csp)
         headers.extend(decided.headers)
         headers.extend(("Set-Cookie", cookie) for cookie in decided.cookies)
         return decided.status, headers, body, rebuildable
@@ -211,13 +216,7 @@ class EchoHandler:
 
     def _error(self, status: int, doc: dict[str, Any]) -> tuple[int, Headers, bytes]:
         body = dumps(doc) + b"\n"
-        return status, [
-            ("Content-Type", JSON_TYPE),
-            ("Content-Length", str(len(body))),
-            ("Cache-Control", "no-store"),
-            ("X-Content-Type-Options", "nosniff"),
-            ("Content-Security-Policy", SANDBOX_CSP),
-        ], body
+        return status, [_JSON_CONTENT_TYPE, *_body_headers(body, SANDBOX_CSP)], body
 
     def _preflight(self, environ: dict[str, Any]) -> tuple[int, Headers, bytes]:
         headers: Headers = [
