@@ -25,14 +25,6 @@ REDACTED = "[redacted]"
 # may wait for the store's timeout, the rest are answered at full speed.
 STORE_RETRY_SECONDS = 1.0
 
-# Parsed JSON costs several times its text in Python objects (up to ~40x for a
-# document of empty lists). Up to this size it is kept parsed, as it arrived:
-# tens of KiB per exchange at most, and copying the record to leave it out
-# would cost each request more than it saves. Larger documents are kept as
-# their body alone and parsed again when the exchange is read.
-KEEP_PARSED_JSON_BYTES = 2 * 1024
-
-
 class Recorder:
     def __init__(
         self,
@@ -60,7 +52,9 @@ class Recorder:
             self._add(self.for_history(exchange))
 
     def for_history(self, exchange: Exchange) -> Exchange:
-        """The exchange as history keeps it: bodies cut, secrets redacted."""
+        """The exchange as history keeps it: bodies cut, JSON kept as its body alone,
+        secrets redacted. Call it only once the answer is built: it lets go of the
+        request's parsed JSON in place."""
         request, response = exchange.request, exchange.response
         keep = self.keep_body
         changes_req: dict[str, object] = {}
@@ -76,9 +70,15 @@ class Recorder:
             # Python objects). A cut body keeps only the form fields that fit.
             changes_req["json"] = None
             changes_req["form"] = _fit(request.form, keep)
-        elif isinstance(request.json, (dict, list)) and len(request.decoded) > KEEP_PARSED_JSON_BYTES:
-            # The whole body is kept: keep the JSON as that body, parsed again on read.
-            changes_req["json"] = JSON_FROM_BODY
+        elif request.json is not None and request.json is not JSON_FROM_BODY:
+            # The whole body is kept, so the parsed JSON is kept as that body and
+            # parsed again on read. Even a 1 KiB document is dozens of small
+            # objects; every object history holds is memory that the next
+            # requests' short-lived objects share and the eviction of the oldest
+            # exchange walks through, which costs the echo more than parsing on
+            # read costs the inspector. Letting go in place, not copying the
+            # record, keeps this off the echo's own time.
+            request.keep_json_as_body()
         if self.redact:
             headers = self._redact(request.headers)
             if headers is not request.headers:

@@ -153,20 +153,44 @@ def test_a_cut_body_keeps_no_parse_of_the_whole(cutting: Any) -> None:
     assert sum(len(name) + len(value) for name, values in kept_form.items() for value in values) <= KEEP
 
 
-def test_a_large_json_body_kept_whole_is_shown_parsed(echo_server: Any) -> None:
-    # History keeps a large JSON body as its bytes and parses it again on read;
-    # what the API shows must be what the echo showed.
+JSON_DOCUMENTS = {
+    "1 KiB webhook": {"type": "order.updated", "events": [{"seq": i, "sku": f"SKU-{i:05d}", "price": i * 1.25}
+                                                        for i in range(14)]},
+    "large": {"items": [{"n": i, "s": "é" * 3} for i in range(500)], "deep": [[[1.5, None, True]]]},
+    "scalars": [-0.0, 10**30, 2.5e-310, "\u2028", {}],
+    "a string": "just text",
+}
+
+
+@pytest.mark.parametrize("name", JSON_DOCUMENTS)
+def test_a_json_body_kept_whole_is_shown_parsed(echo_server: Any, name: str) -> None:
+    # History keeps a JSON body as its bytes and parses it again on read;
+    # what the API and HAR show must be what the echo showed.
     server = echo_server("--log", "off")
-    document = {"items": [{"n": i, "s": "é" * 3} for i in range(500)], "deep": [[[1.5, None, True]]]}
-    payload = json.dumps(document).encode()
-    assert len(payload) > 2048
-    _, headers, answer = call(server.port, "POST", "/large-json", payload, {"Content-Type": "application/json"})
+    document = JSON_DOCUMENTS[name]
+    payload = json.dumps(document, ensure_ascii=False).encode()
+    _, headers, answer = call(server.port, "POST", "/json", payload, {"Content-Type": "application/json"})
     assert json.loads(answer)["json"] == document
     request = one(server.port, headers["X-Echo-Id"])["request"]
     assert request["body"]["truncated"] is False
     assert request["json"] == document
+    assert json.dumps(request["json"]) == json.dumps(document)  # -0.0 and big ints survive exactly
     _, _, har = call(server.port, "GET", "/_/api/exchanges.har")
     assert json.loads(json.loads(har)["log"]["entries"][0]["request"]["postData"]["text"]) == document
+
+
+def test_history_keeps_a_json_body_without_its_parsed_copy(app: Any, client: Any) -> None:
+    # The parsed document costs several times the body in small objects; the
+    # kept record holds the body alone, while the echo still answered parsed.
+    from echo.history import Query
+    from echo.records import JSON_FROM_BODY
+
+    document = JSON_DOCUMENTS["1 KiB webhook"]
+    answer = client.post("/hook", json=document)
+    assert answer.get_json()["json"] == document
+    kept = app.extensions["echo.store"].list(Query(limit=1))[0].request
+    assert kept.json is JSON_FROM_BODY
+    assert kept.json_value() == document
 
 
 # ---- concurrency and the bound ------------------------------------------------------------
