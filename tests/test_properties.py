@@ -295,6 +295,26 @@ def test_json_bodies_round_trip_or_are_named(value: Any, bom: bool, media_type: 
     assert body_bytes(document["body"], "utf-8") == data
 
 
+def _deep(levels: int) -> Any:
+    value: Any = [1]
+    for _ in range(levels):
+        value = {"k": value}
+    return value
+
+
+@BOUNDED
+@given(value=json_values.filter(lambda v: not _has_non_finite(v)))
+@example(value=[2**64, -(2**63) - 1, 10**30, "\ud800", 1e-7, 1e16, -0.0, 5e-324])
+@example(value=_deep(300))  # deeper than orjson goes
+def test_dumps_writes_strict_json_that_reads_back_exactly(value: Any) -> None:
+    # Values orjson refuses (ints over 64 bits, lone surrogates, deep nesting)
+    # must still be encoded, by the standard encoder, and nothing may change type
+    # or sign on the way: 1 stays an int, -0.0 stays negative.
+    again = strict_loads(dumps(value))
+    assert again == value
+    assert json.dumps(again) == json.dumps(value)
+
+
 @pytest.mark.parametrize("literal", [
     b"1e999", b"-1e999", b"[1E400]", b'{"n": 1' + b"0" * 5000 + b"}", b"1" + b"0" * 5000, b"-" + b"9" * 4301,
     b"NaN", b"[Infinity]", b"-Infinity", b'{"a": NaN}',
