@@ -361,6 +361,10 @@ def _finite_float(text: str) -> float:
     return value
 
 
+# Built once: json.loads() with options builds a new decoder on every call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+
+
 def _parse_json(data: bytes, max_depth: int, errors: list[str], strict: bool) -> Any:
     try:
         text = data.decode("utf-8-sig")
@@ -369,7 +373,7 @@ def _parse_json(data: bytes, max_depth: int, errors: list[str], strict: bool) ->
             errors.append("invalid JSON: body is not UTF-8")
         return None
     try:
-        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+        value = _DECODER.decode(text)
     except _JSONRejected as exc:
         errors.append(f"invalid JSON: {exc}")
         return None
