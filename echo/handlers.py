@@ -8,7 +8,6 @@ time; the inspector, which serves people, is the Flask blueprint.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
 import socket
@@ -45,10 +44,6 @@ _BODYLESS = (204, 304)
 # Header pairs most answers share: one tuple each, not one per kept exchange.
 _JSON_CONTENT_TYPE = ("Content-Type", JSON_TYPE)
 _CSP_HEADER = {csp: ("Content-Security-Policy", csp) for csp in (PAGE_CSP, SANDBOX_CSP)}
-# Most answers come in a few lengths: one Content-Length pair per length, shared
-# by every kept exchange with that length. Callers choose lengths (_body), so
-# the cache is bounded (LRU).
-CONTENT_LENGTH_CACHE = 1024
 # How often a _delay looks whether its caller is still there.
 DELAY_TICK_SECONDS = 0.05
 
@@ -81,15 +76,10 @@ def _caller_left(environ: dict[str, Any]) -> bool:
         return True  # reset, or closed by the server meanwhile
 
 
-@functools.lru_cache(maxsize=CONTENT_LENGTH_CACHE)
-def content_length(size: int) -> tuple[str, str]:
-    return ("Content-Length", str(size))
-
-
 def _body_headers(body: bytes, csp: str) -> Headers:
     """The headers every answer with a body carries, after its Content-Type."""
     return [
-        content_length(len(body)),
+        ("Content-Length", str(len(body))),
         ("Cache-Control", "no-store"),
         ("X-Content-Type-Options", "nosniff"),
         _CSP_HEADER[csp],

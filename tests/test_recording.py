@@ -286,18 +286,3 @@ def test_recording_does_not_change_the_echo(redacting: Any) -> None:
     assert response["status"] == 201
     assert response["body"]["size"] == len(answer)
     assert response["body"]["sha256"] == hashlib.sha256(answer).hexdigest()
-
-
-def test_kept_answers_of_one_length_share_their_content_length_pair(app: Any, client: Any) -> None:
-    from echo.handlers import CONTENT_LENGTH_CACHE, content_length
-    from echo.history import Query
-
-    first, second = (client.get("/same-length?_body=abc") for _ in range(2))
-    assert first.headers["Content-Length"] == second.headers["Content-Length"] == "3"
-    newer, older = app.extensions["echo.store"].list(Query(limit=2))
-    pair_of = {id(pair) for pair in older.response.headers if pair[0] == "Content-Length"}
-    assert [pair for pair in newer.response.headers if id(pair) in pair_of] == [("Content-Length", "3")]
-    for size in range(CONTENT_LENGTH_CACHE + 50):  # callers choose lengths: the cache must not grow with them
-        content_length(10_000 + size)
-    assert content_length.cache_info().currsize == CONTENT_LENGTH_CACHE
-    assert client.get("/longer?_body=" + "x" * 20_000).headers["Content-Length"] == "20000"
