@@ -10,6 +10,7 @@ store's key layout, round trips, expiry and failure behaviour.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import random
@@ -32,6 +33,7 @@ from echo.config import ConfigError
 from echo.history import MemoryStore, Query, Store, StoreError
 from echo.history import redis_store
 from echo.history.codec import CodecError, exchange_from_bytes, exchange_to_bytes
+from echo.history.packed import Packed, pack, unpack
 from echo.history.redis_store import RedisStore
 from echo.records import Exchange, FileInfo, IdSource, RequestRecord, ResponseRecord
 
@@ -456,6 +458,48 @@ class TestCodec:
     def test_anything_else_is_a_codec_error(self, data: bytes) -> None:
         with pytest.raises(CodecError):
             exchange_from_bytes(data)
+
+
+# ---- how the memory store keeps an exchange -------------------------------
+
+
+def wire_exchange() -> Exchange:
+    """`full_exchange` without the lone surrogate capture never produces."""
+    full = full_exchange()
+    return dataclasses.replace(full, request=dataclasses.replace(full.request, form=(("name", "Ada"), ("e", "\U0001f600"))))
+
+
+class TestPacking:
+    @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(exchanges())
+    def test_round_trip_is_exact(self, original: Exchange) -> None:
+        assert unpack(pack(original)) == original
+
+    def test_an_exchange_from_the_wire_is_packed_and_comes_back_with_its_types(self) -> None:
+        original = wire_exchange()
+        kept = pack(original)
+        assert isinstance(kept, Packed)
+        again = unpack(kept)
+        assert again == original
+        assert type(again.request.args) is tuple and type(again.request.args[0]) is tuple
+        assert type(again.response.headers[0]) is tuple
+        assert type(again.request.files[0]) is FileInfo and again.request.files == original.request.files
+        assert again.request.started == 1_767_225_600.123456 and again.duration_ms == 12.345678901234
+        # Bodies, the parsed JSON and the controls are kept as they are, not copied.
+        assert again.request.body is original.request.body and again.request.json is original.request.json
+        assert again.controls is original.controls
+
+    @pytest.mark.parametrize("change", [
+        {"form": (("lone", "\ud800"),)},
+        {"body_size": 2**64},
+        {"started": math.nan},
+        {"started": math.inf},
+    ], ids=["lone surrogate", "int over 64 bits", "nan", "infinity"])
+    def test_what_cannot_be_packed_exactly_is_kept_as_records(self, change: dict[str, Any]) -> None:
+        original = wire_exchange()
+        original = dataclasses.replace(original, request=dataclasses.replace(original.request, **change))
+        assert pack(original) is original
+        assert unpack(pack(original)) is original
 
 
 # ---- what only the Redis store does -----------------------------------------
