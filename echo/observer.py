@@ -15,7 +15,7 @@ import time
 from typing import Callable
 
 from .history import Store, StoreError
-from .records import JSON_FROM_BODY, Exchange, Pairs
+from .records import Exchange, Pairs
 
 log = logging.getLogger("echo")
 
@@ -70,14 +70,11 @@ class Recorder:
             # Python objects). A cut body keeps only the form fields that fit.
             changes_req["json"] = None
             changes_req["form"] = _fit(request.form, keep)
-        elif request.json is not None and request.json is not JSON_FROM_BODY:
-            # The whole body is kept, so the parsed JSON is kept as that body and
-            # parsed again on read. Even a 1 KiB document is dozens of small
-            # objects; every object history holds is memory that the next
-            # requests' short-lived objects share and the eviction of the oldest
-            # exchange walks through, which costs the echo more than parsing on
-            # read costs the inspector. Letting go in place, not copying the
-            # record, keeps this off the echo's own time.
+        elif request.json is not None:
+            # The whole body is kept, so the parsed JSON (dozens of objects even
+            # for 1 KiB, see records.JSON_FROM_BODY) is kept as that body alone.
+            # Letting go in place, not copying the record, keeps this off the
+            # echo's time.
             request.keep_json_as_body()
         if self.redact:
             headers = self._redact(request.headers)
