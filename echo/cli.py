@@ -17,7 +17,7 @@ from typing import Any, NoReturn, Sequence
 
 from waitress import wasyncore
 
-from . import __version__
+from .version import __version__
 from .config import SETTINGS, ConfigError, Settings, load_settings
 
 # waitress refuses bodies past this on its own (plain 413, not recorded); up to
@@ -93,14 +93,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from waitress.server import create_server
 
-    from . import create_app
+    from .app import create_app
+    from .web.services import services
 
     try:
         app = create_app(settings)
     except ConfigError as exc:
         print(f"echo-server: error: {exc}", file=sys.stderr)
         return 2
-    store = app.extensions["echo.store"]
+    store = services(app).store
     health = store.health()
     if not health.ok:
         if not settings.start_without_store:

@@ -1,62 +1,30 @@
 """Fixtures: the app and its test client for fast unit tests; real servers for the rest.
 
-`echo_server(...)` starts the real `python -m echo` (waitress) on a free port;
-`redis_server` starts a real redis-server; `browser` launches Debian's Chromium
-through Playwright. Tools a laptop may lack are skipped with a reason there and
-fail under CI=true, where .ci/run has installed them.
+The helpers behind them (servers, raw HTTP, tool checks) are in support.py.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import signal
-import socket
-import subprocess
-import sys
-import threading
-import time
-import urllib.error
-import urllib.request
-from contextlib import closing
-from dataclasses import dataclass, field
-from http.client import HTTPConnection
-from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
 
 from echo import create_app
 
-ROOT = Path(__file__).resolve().parent.parent
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-CHROMIUM = os.environ.get("ECHO_TEST_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
-START_LINE = re.compile(r"listening on http://(?P<host>[^ ]+?):(?P<port>\d+)/")
+from support import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    IN_CI,
+    EchoServer,
+    RedisServer,
+    need,
+    start_echo,
+    start_redis,
+)
 
-
-def need(tool: str, found: bool, package: str, how: str | None = None) -> None:
-    """Skip on a machine without `tool`; fail in CI, which must have installed it."""
-    if found:
-        return
-    how = how or f"install Debian's {package} package (apt-get install {package})"
-    message = f"{tool} not found: {how}"
-    if IN_CI:
-        pytest.fail(f"CI=true but {message}; .ci/run should have installed it")
-    pytest.skip(message)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-# ---- in-process ------------------------------------------------------------
 
 @pytest.fixture
 def app() -> Any:
@@ -66,89 +34,6 @@ def app() -> Any:
 @pytest.fixture
 def client(app: Any) -> Any:
     return app.test_client()
-
-
-# ---- real servers ---------------------------------------------------------
-
-def end_process(proc: subprocess.Popen[Any], timeout: float) -> int:
-    """Ask a server to stop (SIGTERM), kill it if it has not within `timeout`; its exit status."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.returncode
-
-
-@dataclass
-class EchoServer:
-    """A running `python -m echo` on 127.0.0.1, with its output collected."""
-
-    proc: subprocess.Popen[str]
-    port: int
-    output: list[str] = field(default_factory=list)
-    reader: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def stop(self, timeout: float = 10) -> int:
-        end_process(self.proc, timeout)
-        if self.reader is not None:
-            self.reader.join(5)
-        if self.proc.stdout is not None and self.reader is not None and not self.reader.is_alive():
-            self.proc.stdout.close()
-        return self.proc.returncode
-
-    def lines(self) -> list[str]:
-        return list(self.output)
-
-    def status_field(self, name: str) -> int:
-        """A number from /proc/<pid>/status, e.g. VmRSS (KiB) or Threads."""
-        with open(f"/proc/{self.proc.pid}/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith(f"{name}:"):
-                    return int(line.split()[1])
-        raise AssertionError(f"no {name} line")
-
-
-def start_echo(*flags: str, env: dict[str, str] | None = None, timeout: float = 15) -> EchoServer:
-    """Start the real server with --port 0 and wait for its start line."""
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("ECHO_")}
-    environment.update(env or {})
-    environment["PYTHONUNBUFFERED"] = "1"
-    args = [sys.executable, "-m", "echo", "--host", "127.0.0.1", "--port", "0", *flags]
-    proc = subprocess.Popen(
-        args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment, cwd=ROOT,
-        encoding="utf-8", errors="replace",
-    )
-    output: list[str] = []
-    started = threading.Event()
-    port: list[int] = []
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            output.append(line)
-            match = START_LINE.search(line)
-            if match and not port:
-                port.append(int(match.group("port")))
-                started.set()
-        started.set()
-
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
-    if not started.wait(timeout) or not port:
-        proc.kill()
-        proc.wait()
-        reader.join(5)
-        if proc.stdout is not None:
-            proc.stdout.close()
-        raise RuntimeError("echo-server did not start:\n" + "".join(output))
-    return EchoServer(proc, port[0], output, reader)
 
 
 @pytest.fixture
@@ -172,88 +57,6 @@ def live_server() -> Iterator[EchoServer]:
     server = start_echo("--log", "off")
     yield server
     server.stop()
-
-
-def raw_request(port: int, data: bytes, timeout: float = 10, read_all: bool = True) -> bytes:
-    """Send bytes as they are and read the answer until the server closes or times out."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(data)
-        chunks = []
-        sock.settimeout(timeout)
-        while True:
-            try:
-                chunk = sock.recv(65536)
-            except socket.timeout:
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-            if not read_all and b"\r\n\r\n" in b"".join(chunks):
-                break
-    return b"".join(chunks)
-
-
-def call(port: int, method: str, path: str, body: bytes | None = None,
-         headers: dict[str, str] | None = None) -> tuple[int, Any, bytes]:
-    """One request over a fresh connection: (status, headers, body), whatever the status."""
-    with closing(HTTPConnection("127.0.0.1", port, timeout=10)) as conn:
-        conn.request(method, path, body=body, headers=headers or {})
-        response = conn.getresponse()
-        return response.status, response.headers, response.read()
-
-
-def fetch(url: str, method: str | None = None, data: bytes | None = None,
-          headers: dict[str, str] | None = None, timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
-    """One request through urllib (as a typical client sends it): (status, headers, body), whatever the status."""
-    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, dict(response.headers), response.read()
-    except urllib.error.HTTPError as error:
-        with error:
-            return error.code, dict(error.headers), error.read()
-
-
-def split_response(raw: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
-    """(status, header lines in order, body) of one raw HTTP/1.1 answer."""
-    head, _, body = raw.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split(" ")[1])
-    headers = [tuple(part.strip() for part in line.split(":", 1)) for line in lines[1:]]
-    return status, headers, body  # type: ignore[return-value]
-
-
-# ---- redis ----------------------------------------------------------------
-
-@dataclass
-class RedisServer:
-    proc: subprocess.Popen[bytes]
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-
-def start_redis(port: int | None = None) -> RedisServer:
-    binary = shutil.which("redis-server")
-    assert binary is not None
-    port = port or free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-                sock.sendall(b"PING\r\n")
-                if sock.recv(16).startswith(b"+PONG"):
-                    return RedisServer(proc, port)
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("redis-server did not start")
 
 
 @pytest.fixture(scope="session")
@@ -282,8 +85,6 @@ def own_redis(redis_server: RedisServer) -> Iterator[Callable[..., RedisServer]]
             server.proc.terminate()
         server.proc.wait(10)
 
-
-# ---- browser --------------------------------------------------------------
 
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:

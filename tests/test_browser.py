@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 import pytest
 
-from conftest import call
+from support import call
 
 pytestmark = pytest.mark.browser
 

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from werkzeug.test import EnvironBuilder
 
-from echo.capture import HEADER_NAME_CACHE, CaptureLimits, _header_name, capture
-from echo.documents import dumps, echo_document, request_document
-from echo.records import IdSource
+from echo.capture.request import HEADER_NAME_CACHE, CaptureLimits, _header_name, capture
+from echo.formats.documents import dumps, echo_document, request_document
+from echo.model.records import IdSource
 
 LIMITS = CaptureLimits(max_body=1024, max_json_depth=8, max_form_parts=5)
 

@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
-from conftest import ROOT, start_echo
 from echo.config import SETTINGS, ConfigError, Settings, load_settings
+
+from support import ROOT, start_echo
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -23,10 +23,12 @@ import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
 import pytest
 
 import echo
-from conftest import ROOT, fetch, free_port, need
+
+from support import ROOT, fetch, free_port, need
 
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from echo.controls import ControlError, ControlLimits, ResponsePlan, plan
+from echo.answer.controls import ControlError, ControlLimits, ResponsePlan, plan
 
 LIMITS = ControlLimits(max_delay=10)
 

@@ -21,8 +21,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import need, raw_request
-from echo.curl import INLINE_ARG_MAX, printf_command, quote
+from echo.formats.curl import INLINE_ARG_MAX, printf_command, quote
+
+from support import need, raw_request
 
 # Headers that describe the connection or framing rather than the request: a
 # replay may frame the same body differently (Content-Length for chunked).

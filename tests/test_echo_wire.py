@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from conftest import EchoServer, raw_request, split_response
+from support import EchoServer, raw_request, split_response
 
 
 def request(server: EchoServer, method: str, path: str, body: bytes | None = None,

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from conftest import call
+from support import call
 
 NUMBER = (int, float)
 

@@ -22,7 +22,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from conftest import EchoServer, raw_request, split_response, start_echo
+from support import EchoServer, raw_request, split_response, start_echo
 
 # Generous bound for any one answer; a hung worker shows up as this timeout.
 ANSWER_TIMEOUT = 15.0

@@ -443,7 +443,7 @@ class FailingStore(Store):
 ])
 def test_a_failing_store_is_a_503_json_error(method: str, path: str) -> None:
     app = create_app({"log": "off"}, environ={})
-    app.extensions["echo.store"] = FailingStore()
+    app.extensions["echo"].store = FailingStore()
     response = app.test_client().open(path, method=method)
     assert response.status_code == 503
     assert response.get_json() == {
@@ -453,7 +453,7 @@ def test_a_failing_store_is_a_503_json_error(method: str, path: str) -> None:
 
 def test_health_and_metrics_answer_while_the_store_fails() -> None:
     app = create_app({"log": "off"}, environ={})
-    app.extensions["echo.store"] = FailingStore()
+    app.extensions["echo"].store = FailingStore()
     client = app.test_client()
     health = client.get("/_/healthz")
     assert health.status_code == 503 and health.get_json()["status"] == "unavailable"

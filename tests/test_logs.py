@@ -24,11 +24,13 @@ from typing import Callable, Iterator
 import pytest
 from werkzeug.test import EnvironBuilder
 
-from conftest import ROOT, START_LINE, EchoServer, end_process, raw_request, split_response, start_echo
-from echo.capture import CaptureLimits, capture
+from echo.capture.request import CaptureLimits, capture
 from echo.config import Settings
-from echo.logs import AccessLog
-from echo.records import Exchange, IdSource, ResponseRecord
+from echo.model.factory import make_exchange, make_response
+from echo.model.records import IdSource
+from echo.observe.logs import AccessLog
+
+from support import ROOT, START_LINE, EchoServer, end_process, raw_request, split_response, start_echo
 
 # Our own colours are SGR sequences (ESC [ digits ; ... m); a caller's escape is
 # anything else, or an SGR we never emit.
@@ -328,7 +330,7 @@ def test_pretty_block_hides_redacted_headers() -> None:
             "Authorization": "Bearer s3cret", "Content-Type": "application/json", "X-Trace": "abc"}).get_environ(),
         CaptureLimits.from_settings(Settings()), IdSource(),
     )
-    exchange = Exchange(request, ResponseRecord(200, (), None, 2, "", "application/json"), {}, 1.0)
+    exchange = make_exchange(request, make_response(headers=(), body_size=2), controls={}, duration_ms=1.0)
     master, slave = pty.openpty()
     try:
         with os.fdopen(slave, "w", encoding="utf-8") as terminal:

@@ -18,8 +18,9 @@ from typing import Callable, Iterator
 
 import pytest
 
-from conftest import EchoServer, fetch, need, start_echo, start_redis
-from echo.metrics import LATENCY_BUCKETS, Metrics
+from echo.observe.metrics import LATENCY_BUCKETS, Metrics
+
+from support import EchoServer, fetch, need, start_echo, start_redis
 
 # ---- a strict parser for the text exposition format -------------------------
 

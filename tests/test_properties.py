@@ -31,11 +31,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from werkzeug.test import EnvironBuilder
 
-from echo.capture import CaptureLimits, capture
-from echo.controls import CONTROL_HEADERS, FORBIDDEN_HEADERS, ControlError, ControlLimits, ResponsePlan, plan
-from echo.documents import dumps, echo_document
-from echo.handlers import wire
-from echo.records import IdSource, RequestRecord
+from echo.answer.controls import CONTROL_HEADERS, FORBIDDEN_HEADERS, ControlError, ControlLimits, ResponsePlan, plan
+from echo.capture.request import CaptureLimits, capture
+from echo.formats.documents import dumps, echo_document
+from echo.model.http import wire
+from echo.model.records import IdSource, RequestRecord
 
 # Enough examples to walk the interesting corners of each strategy, few enough
 # that the whole file runs in seconds on a CI machine.

@@ -19,8 +19,7 @@ from typing import Any
 
 import pytest
 
-from conftest import call
-
+from support import call
 
 
 def listed(port: int, query: str = "limit=1000") -> list[dict[str, Any]]:
@@ -183,12 +182,12 @@ def test_history_keeps_a_json_body_without_its_parsed_copy(app: Any, client: Any
     # The parsed document costs several times the body in small objects; the
     # kept record holds the body alone, while the echo still answered parsed.
     from echo.history import Query
-    from echo.records import JSON_FROM_BODY
+    from echo.model.records import JSON_FROM_BODY
 
     document = JSON_DOCUMENTS["1 KiB webhook"]
     answer = client.post("/hook", json=document)
     assert answer.get_json()["json"] == document
-    kept = app.extensions["echo.store"].list(Query(limit=1))[0].request
+    kept = app.extensions["echo"].store.list(Query(limit=1))[0].request
     assert kept.json is JSON_FROM_BODY
     assert kept.json_value() == document
 

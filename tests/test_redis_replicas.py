@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from conftest import EchoServer, RedisServer, fetch, free_port
+from support import EchoServer, RedisServer, fetch, free_port
 
 pytestmark = pytest.mark.redis
 

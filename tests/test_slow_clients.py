@@ -18,7 +18,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from conftest import EchoServer, split_response
+from support import EchoServer, split_response
 
 # Generous: an answer that takes this long means the client was blocked.
 ANSWER_TIMEOUT = 10.0

@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 import pytest
 
-from conftest import EchoServer, raw_request, split_response, start_echo
+from support import EchoServer, raw_request, split_response, start_echo
 
 SEED = 20261126
 RANDOM_REQUESTS = 300

@@ -28,14 +28,15 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import RedisServer, free_port, need
 from echo.config import ConfigError
-from echo.history import MemoryStore, Query, Store, StoreError
-from echo.history import redis_store
+from echo.history import MemoryStore, Query, Store, StoreError, redis_store
 from echo.history.codec import CodecError, exchange_from_bytes, exchange_to_bytes
 from echo.history.packed import Packed, pack, unpack
 from echo.history.redis_store import RedisStore
-from echo.records import Exchange, FileInfo, IdSource, RequestRecord, ResponseRecord
+from echo.model.factory import make_exchange, make_request, make_response
+from echo.model.records import Exchange, FileInfo, IdSource, RequestRecord, ResponseRecord
+
+from support import RedisServer, free_port, need
 
 # Generous: a loaded CI machine must not turn a slow answer into a failure.
 STORE_TIMEOUT = 5.0
@@ -60,42 +61,15 @@ def exchange(
     **request_fields: Any,
 ) -> Exchange:
     exchange_id = n if isinstance(n, str) else ident(n)
-    body = request_fields.pop("body", b"")
-    fields: dict[str, Any] = dict(
-        id=exchange_id,
-        started=(BASE_US + 1) / 1_000_000,
-        method=method,
-        url=f"http://127.0.0.1:8080{path}" + (f"?{query}" if query else ""),
-        path=path,
-        query_string=query,
-        http_version="HTTP/1.1",
-        remote_addr="127.0.0.1",
-        args=tuple(tuple(part.split("=", 1)) for part in query.split("&") if "=" in part),
-        headers=(("Host", "127.0.0.1:8080"), ("User-Agent", "test")),
-        cookies=(),
-        form=(),
-        files=(),
-        json=None,
-        body=body,
-        body_size=len(body),
-        body_sha256="0" * 64,
-        content=None,
-        content_encoding=None,
-        errors=(),
-    )
-    fields.update(request_fields)
-    return Exchange(
-        request=RequestRecord(**fields),
-        response=ResponseRecord(
+    request_fields.setdefault("started", (BASE_US + 1) / 1_000_000)
+    request_fields.setdefault("body_sha256", "0" * 64)
+    return make_exchange(
+        make_request(id=exchange_id, method=method, path=path, query=query, **request_fields),
+        make_response(
             status=status,
             headers=(("Content-Type", "application/json"), ("X-Echo-Id", exchange_id)),
-            body=None,
-            body_size=17,
             body_sha256="1" * 64,
-            content_type="application/json",
         ),
-        controls={"status": status, "headers": [], "cookies": [], "delay": 0},
-        duration_ms=1.5,
     )
 
 

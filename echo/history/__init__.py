@@ -1,28 +1,55 @@
-"""History: the store interface, its backends, and the choice between them."""
+"""History: the store interface, its backends, and the table that picks one.
+
+`make_store(options)` looks the --store URL's scheme up in `STORES`; a new
+backend is one more row there. This folder is the only importer of a store
+client (redis-py).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from ..config import Settings
-from .base import Health, Query, Store, StoreError
+from .base import DEFAULT_PAGE, Health, Query, Store, StoreError
 from .memory import MemoryStore
 
-__all__ = ["Health", "MemoryStore", "Query", "Store", "StoreError", "make_store"]
+__all__ = [
+    "DEFAULT_PAGE", "STORES", "Health", "MemoryStore", "Query", "Store", "StoreError", "StoreOptions", "make_store",
+]
 
 
-def make_store(settings: Settings) -> Store:
-    """The backend named by --store (validated by config already)."""
-    scheme = urlsplit(settings.store).scheme.lower()
-    if scheme == "memory":
-        return MemoryStore(settings.history)
+@dataclass(frozen=True)
+class StoreOptions:
+    """What a backend needs to know, as plain values (the app fills it from its settings)."""
+
+    url: str = "memory://"
+    limit: int = 1000
+    prefix: str = "echo"
+    timeout: float = 0.5
+    ttl: float = 0.0
+
+
+def _memory(options: StoreOptions) -> Store:
+    return MemoryStore(options.limit)
+
+
+def _redis(options: StoreOptions) -> Store:
     # Imported here so the default install never needs the redis client loaded.
     from .redis_store import RedisStore
 
-    return RedisStore(
-        settings.store,
-        limit=settings.history,
-        prefix=settings.store_prefix,
-        timeout=settings.store_timeout,
-        ttl=settings.history_ttl,
-    )
+    return RedisStore(options.url, limit=options.limit, prefix=options.prefix, timeout=options.timeout, ttl=options.ttl)
+
+
+# URL scheme -> backend (the settings table accepts exactly these schemes).
+STORES: dict[str, Callable[[StoreOptions], Store]] = {
+    "memory": _memory,
+    "redis": _redis,
+    "rediss": _redis,
+    "unix": _redis,
+}
+
+
+def make_store(options: StoreOptions) -> Store:
+    """The backend named by the store URL (validated by the settings already)."""
+    return STORES[urlsplit(options.url).scheme.lower()](options)

@@ -11,17 +11,18 @@ import abc
 import re
 from dataclasses import dataclass
 
-from ..records import Exchange
+from ..model.records import ID_PATTERN, Exchange
 
 STATUS_FILTER = re.compile(r"([1-5])(?:xx|XX)|([1-5]\d\d)")
-ID_PATTERN = re.compile(r"[0-9a-f]{28}")
+# A page of the API list: large enough for a screenful, small enough to stay fast.
+DEFAULT_PAGE = 50
 
 
 @dataclass(frozen=True)
 class Query:
     """A page of history: newest first, optionally before an id, filtered."""
 
-    limit: int = 50
+    limit: int = DEFAULT_PAGE
     before: str | None = None
     method: str | None = None  # exact, case-insensitive
     status: int | None = None  # exact code

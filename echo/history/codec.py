@@ -16,7 +16,7 @@ import binascii
 import json
 from typing import Any
 
-from ..records import JSON_FROM_BODY, Exchange, FileInfo, Pairs, RequestRecord, ResponseRecord
+from ..model.records import JSON_FROM_BODY, Exchange, FileInfo, Pairs, RequestRecord, ResponseRecord
 
 # Bumped whenever a field changes meaning; a reader refuses what it cannot read
 # rather than showing an exchange with fields silently missing.

@@ -6,7 +6,7 @@ from __future__ import annotations
 import bisect
 import threading
 
-from ..records import Exchange
+from ..model.records import Exchange
 from .base import Health, Query, Store
 from .packed import Packed, pack, unpack
 

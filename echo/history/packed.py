@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from ..records import Exchange, FileInfo, Pairs, RequestRecord, ResponseRecord
+from ..model.records import Exchange, FileInfo, Pairs, RequestRecord, ResponseRecord
 
 
 @dataclass(slots=True, eq=False)

@@ -43,7 +43,7 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from ..config import ConfigError
-from ..records import Exchange
+from ..model.records import Exchange
 from .base import Health, Query, Store, StoreError
 from .codec import CodecError, exchange_from_bytes, exchange_to_bytes
 
@@ -288,7 +288,7 @@ class RedisStore(Store):
         if data is None:
             return None
         try:
-            return exchange_from_bytes(data)
+            return exchange_from_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))
         except CodecError as exc:
             raise StoreError(f"redis {self._where}: exchange {exchange_id}: {exc}") from exc
 
@@ -317,7 +317,7 @@ class RedisStore(Store):
 
     def _decode(self, exchange_id: bytes, data: bytes) -> Exchange | None:
         try:
-            return exchange_from_bytes(data)
+            return exchange_from_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))
         except CodecError as exc:
             # One unreadable entry (another version's format, a foreign key
             # under our prefix) must not take every list page down with it.

@@ -12,10 +12,10 @@ from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any, Iterable, Iterator
 
-from . import __version__
+from ..model.http import status_line
+from ..model.records import Exchange
+from ..version import __version__
 from .documents import dumps, iso_time, request_document, response_body
-from .handlers import status_line
-from .records import Exchange
 
 HAR_VERSION = "1.2"
 # HAR's word for "not known"; Echo does not see the raw header block's size.

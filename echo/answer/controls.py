@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
-from .config import MAX_DELAY_SECONDS
-from .records import Pairs
+from ..config import MAX_DELAY_SECONDS
+from ..model.records import Pairs
 
 # Each control and the request header that carries it when the URL is fixed.
 CONTROL_HEADERS: dict[str, str] = {

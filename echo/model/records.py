@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -129,6 +130,11 @@ class Exchange:
         return self.request.id
 
 
+# 16 hex digits of microseconds, 8 of the process, 4 of a sequence (see IdSource).
+ID_LENGTH = 28
+ID_PATTERN = re.compile(f"[0-9a-f]{{{ID_LENGTH}}}")
+
+
 @dataclass
 class IdSource:
     """Ids that are unique across processes and sort as strings in arrival order.
@@ -142,7 +148,7 @@ class IdSource:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _last: int = 0
     _node: str = field(default_factory=lambda: os.urandom(4).hex())
-    _seq: itertools.count = field(default_factory=itertools.count)
+    _seq: itertools.count[int] = field(default_factory=itertools.count)
 
     def next(self) -> tuple[str, float]:
         """A new id and its time in epoch seconds."""
@@ -154,5 +160,3 @@ class IdSource:
             seq = next(self._seq) & 0xFFFF
         return f"{now:016x}{self._node}{seq:04x}", now / 1_000_000
 
-
-ID_LENGTH = 28

@@ -17,14 +17,13 @@ import logging
 import re
 import sys
 import threading
-from http import HTTPStatus
 from typing import Callable, TextIO
 
-from .capture import decode_text
-from .documents import iso_time
-from .observer import REDACTED
-from .records import Exchange
-from .render import highlight_terminal, pretty_text
+from ..formats.documents import iso_time
+from ..formats.render import highlight_terminal, pretty_text
+from ..model.http import decode_text, phrase
+from ..model.records import Exchange
+from ..model.redact import redact_pairs
 
 log = logging.getLogger("echo")
 
@@ -108,10 +107,8 @@ def json_line(exchange: Exchange) -> str:
 
 
 def _status_text(code: int) -> str:
-    try:
-        return f"{code} {HTTPStatus(code).phrase}"
-    except ValueError:
-        return str(code)
+    name = phrase(code)
+    return f"{code} {name}" if name else str(code)
 
 
 def _body_lines(exchange: Exchange) -> list[str]:
@@ -195,10 +192,9 @@ class AccessLog:
 
 
 def _redacted(exchange: Exchange, names: frozenset[str]) -> Exchange:
-    headers = exchange.request.headers
-    if not any(name.lower() in names for name, _ in headers):
+    hidden = redact_pairs(exchange.request.headers, names)
+    if hidden is exchange.request.headers:
         return exchange
-    hidden = tuple((name, REDACTED if name.lower() in names else value) for name, value in headers)
     return dataclasses.replace(exchange, request=dataclasses.replace(exchange.request, headers=hidden))
 
 

@@ -17,6 +17,8 @@ from pygments.lexer import Lexer
 from pygments.lexers import JsonLexer, TextLexer, get_lexer_for_mimetype
 from pygments.util import ClassNotFound
 
+from ..model.http import is_json_type
+
 # Highlighting is linear but slow (about 1 MB/s); past this a body is shown as
 # plain escaped text so one large upload cannot stall the page.
 HIGHLIGHT_MAX_CHARS = 256 * 1024
@@ -25,9 +27,14 @@ _FORMATTER = HtmlFormatter(cssclass="hl", nowrap=False)
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
+def _mimetype(content_type: str | None) -> str:
+    # A plain split, not a parser: a page must render whatever was recorded.
+    return (content_type or "").split(";")[0].strip().lower()
+
+
 def _lexer_for(content_type: str | None) -> Lexer:
-    mimetype = (content_type or "").split(";")[0].strip().lower()
-    if mimetype == "application/json" or mimetype.endswith("+json"):
+    mimetype = _mimetype(content_type)
+    if is_json_type(mimetype):
         return JsonLexer()
     if mimetype == "application/x-www-form-urlencoded":
         return TextLexer()
@@ -41,8 +48,7 @@ def _lexer_for(content_type: str | None) -> Lexer:
 
 def pretty_text(text: str, content_type: str | None) -> str:
     """JSON bodies are re-indented for reading; everything else is left as sent."""
-    mimetype = (content_type or "").split(";")[0].strip().lower()
-    if mimetype == "application/json" or mimetype.endswith("+json"):
+    if is_json_type(_mimetype(content_type)):
         try:
             pretty = json.dumps(json.loads(text), indent=2, ensure_ascii=False)
         except (ValueError, RecursionError):
@@ -63,7 +69,7 @@ def highlight_html(text: str, content_type: str | None) -> Markup:
 def highlight_terminal(text: str, content_type: str | None) -> str:
     if len(text) > HIGHLIGHT_MAX_CHARS:
         return text
-    return highlight(text, _lexer_for(content_type), TerminalFormatter())
+    return str(highlight(text, _lexer_for(content_type), TerminalFormatter()))
 
 
 # Token colours for each colour scheme, from pygments' own styles: the page

@@ -21,9 +21,9 @@ header), comment lines before it say so.
 
 from __future__ import annotations
 
-from .records import RequestRecord
+from ..model.records import RequestRecord
+from ..model.redact import REDACTED
 
-REDACTED = "[redacted]"
 
 # Headers curl derives from the URL and the body; sending them again would
 # duplicate or contradict what it computes.

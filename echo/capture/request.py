@@ -26,8 +26,8 @@ from werkzeug.http import parse_options_header
 from werkzeug.sansio.http import parse_cookie
 from werkzeug.wsgi import get_input_stream
 
-from .config import MAX_BODY_BYTES, MAX_FORM_PARTS, MAX_JSON_DEPTH, Settings
-from .records import FileInfo, IdSource, Pairs, RequestRecord
+from ..config import MAX_BODY_BYTES, MAX_FORM_PARTS, MAX_JSON_DEPTH, Settings
+from ..model.records import FileInfo, IdSource, Pairs, RequestRecord
 
 _READ_CHUNK = 64 * 1024
 # A request target or Host made only of visible ASCII is shown as sent.

@@ -13,8 +13,8 @@ from typing import Any
 
 import orjson
 
-from .capture import decode_text
-from .records import Exchange, RequestRecord, ResponseRecord
+from ..model.http import decode_text
+from ..model.records import Exchange, RequestRecord, ResponseRecord
 
 
 def iso_time(epoch: float) -> str:

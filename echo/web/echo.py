@@ -12,34 +12,24 @@ import hashlib
 import logging
 import socket
 import time
-from http import HTTPStatus
 from typing import Any, Callable, Iterable
 
 from werkzeug.datastructures import MIMEAccept
 from werkzeug.http import parse_accept_header
 
-from .capture import EMPTY_SHA256, CaptureLimits, capture
-from .config import Settings
-from .controls import DEFAULT_BODY_TYPE, ControlError, ControlLimits, ResponsePlan, plan
-from .documents import dumps, echo_document, echo_json, error_document
-from .observer import Recorder
-from .records import Exchange, IdSource, RequestRecord, ResponseRecord
+from ..config import Settings
+from ..answer.controls import DEFAULT_BODY_TYPE, ControlError, ControlLimits, ResponsePlan, plan
+from ..capture.request import EMPTY_SHA256, CaptureLimits, capture
+from ..formats.documents import dumps, echo_document, echo_json, error_document
+from ..model.http import HTML_TYPE, JSON_TYPE, PAGE_CSP, SANDBOX_CSP, status_line, wire
+from ..model.records import Exchange, IdSource, RequestRecord, ResponseRecord
+from ..observe.recorder import Recorder
+from .cors import Headers, cors_headers, is_preflight, preflight_headers
 
 log = logging.getLogger("echo")
 
 StartResponse = Callable[..., Any]
-Headers = list[tuple[str, str]]
 
-JSON_TYPE = "application/json"
-HTML_TYPE = "text/html; charset=utf-8"
-# Pages Echo itself renders: its own styles only, no script needed.
-PAGE_CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
-)
-# Anything whose bytes a caller chose (and the echo JSON, which is made of the
-# caller's bytes) is sandboxed: even if a browser renders it, it has no origin.
-SANDBOX_CSP = "sandbox"
 _BODYLESS = (204, 304)
 # Header pairs most answers share: one tuple each, not one per kept exchange.
 _JSON_CONTENT_TYPE = ("Content-Type", JSON_TYPE)
@@ -86,20 +76,6 @@ def _body_headers(body: bytes, csp: str) -> Headers:
     ]
 
 
-_STATUS_LINES = {status.value: f"{status.value} {status.phrase}" for status in HTTPStatus}
-
-
-def status_line(code: int) -> str:
-    return _STATUS_LINES.get(code) or f"{code} Unknown"
-
-
-def wire(value: str) -> str:
-    """Header values go out as Latin-1 text; send UTF-8 text as its bytes."""
-    if value.isascii():
-        return value
-    return value.encode("utf-8").decode("latin-1")
-
-
 class EchoHandler:
     def __init__(
         self,
@@ -138,8 +114,8 @@ class EchoHandler:
                 size=record.body_size,
                 setting="--max-body",
             ))
-        elif self.cors and record.method == "OPTIONS" and "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in environ:
-            status, headers, body = self._preflight(environ)
+        elif self.cors and is_preflight(record.method, environ):
+            status, headers, body = 204, preflight_headers(environ), b""
         else:
             decided = plan(record.args, record.headers, self.control_limits)
             if isinstance(decided, ControlError):
@@ -154,7 +130,7 @@ class EchoHandler:
 
         headers.append(("X-Echo-Id", record.id))
         if origin:
-            headers.extend(self._cors_headers(origin, headers))
+            headers.extend(cors_headers(origin, headers))
         if status in _BODYLESS:
             body = b""
             headers = [(n, v) for n, v in headers if n.lower() != "content-length"]
@@ -217,36 +193,3 @@ class EchoHandler:
     def _error(self, status: int, doc: dict[str, Any]) -> tuple[int, Headers, bytes]:
         body = dumps(doc) + b"\n"
         return status, [_JSON_CONTENT_TYPE, *_body_headers(body, SANDBOX_CSP)], body
-
-    def _preflight(self, environ: dict[str, Any]) -> tuple[int, Headers, bytes]:
-        headers: Headers = [
-            ("Access-Control-Allow-Methods", environ["HTTP_ACCESS_CONTROL_REQUEST_METHOD"]),
-            ("Vary", "Origin, Access-Control-Request-Method, Access-Control-Request-Headers"),
-        ]
-        requested = environ.get("HTTP_ACCESS_CONTROL_REQUEST_HEADERS")
-        if requested:
-            headers.append(("Access-Control-Allow-Headers", requested))
-        return 204, headers, b""
-
-    @staticmethod
-    def _cors_headers(origin: str, headers: Headers) -> Headers:
-        exposed = sorted({
-            name for name, _ in headers
-            if name.lower() not in _SAFELISTED and not name.lower().startswith("access-control-") and name != "Vary"
-        })
-        added = [
-            ("Access-Control-Allow-Origin", origin),
-            ("Access-Control-Allow-Credentials", "true"),
-        ]
-        if exposed:
-            added.append(("Access-Control-Expose-Headers", ", ".join(exposed)))
-        if not any(name == "Vary" for name, _ in headers):
-            added.append(("Vary", "Origin"))
-        return added
-
-
-# Response headers a browser already exposes to scripts without being told.
-_SAFELISTED = frozenset(
-    {"cache-control", "content-language", "content-length", "content-type", "expires", "last-modified", "pragma",
-     "set-cookie"}
-)

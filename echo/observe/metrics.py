@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 
-from .records import Exchange
+from ..model.records import Exchange
 
 # Seconds; spans a fast echo (sub-millisecond) to the longest default _delay.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

@@ -1,4 +1,4 @@
-"""The observer: after each echo response is built, record, count and log it.
+"""The recorder: after each echo response is built, record, count and log it.
 
 The echo view never touches the store; it hands a finished `Exchange` here.
 This is the one place that cuts bodies to --keep-body, redacts --redact headers,
@@ -12,14 +12,13 @@ import dataclasses
 import logging
 import threading
 import time
-from typing import Callable
+from typing import Any, Callable
 
-from .history import Store, StoreError
-from .records import Exchange, Pairs
+from ..history import Store, StoreError
+from ..model.records import Exchange, Pairs
+from ..model.redact import REDACTED, hide_credentials, redact_pairs
 
 log = logging.getLogger("echo")
-
-REDACTED = "[redacted]"
 
 # While the store is failing, try it at most this often: one request a second
 # may wait for the store's timeout, the rest are answered at full speed.
@@ -33,12 +32,14 @@ class Recorder:
         keep_body: int,
         redact: tuple[str, ...],
         sinks: tuple[Callable[[Exchange], None], ...] = (),
+        ui_auth: str = "",
     ) -> None:
         self.store = store
         self.enabled = history > 0
         self.keep_body = keep_body
         self.redact = frozenset(name.lower() for name in redact)
         self.sinks = sinks  # access log, metrics: they see the exchange as sent
+        self.ui_auth = ui_auth  # the inspector's own credentials, never kept when a browser sends them along
         self._lock = threading.Lock()
         self._failing_since: float | None = None
         self._last_try = 0.0
@@ -46,10 +47,18 @@ class Recorder:
         self.errors = 0
 
     def observe(self, exchange: Exchange) -> None:
+        if self.ui_auth:
+            exchange = self._without_credentials(exchange)
         for sink in self.sinks:
             sink(exchange)
         if self.enabled:
             self._add(self.for_history(exchange))
+
+    def _without_credentials(self, exchange: Exchange) -> Exchange:
+        headers = hide_credentials(exchange.request.headers, self.ui_auth)
+        if headers is exchange.request.headers:
+            return exchange
+        return dataclasses.replace(exchange, request=dataclasses.replace(exchange.request, headers=headers))
 
     def for_history(self, exchange: Exchange) -> Exchange:
         """The exchange as history keeps it: bodies cut, JSON kept as its body alone,
@@ -57,7 +66,7 @@ class Recorder:
         request's parsed JSON in place."""
         request, response = exchange.request, exchange.response
         keep = self.keep_body
-        changes_req: dict[str, object] = {}
+        changes_req: dict[str, Any] = {}
         if len(request.body) > keep or request.too_large:
             changes_req["body"] = request.body[:keep]
             changes_req["truncated"] = True
@@ -77,17 +86,17 @@ class Recorder:
             # echo's time.
             request.keep_json_as_body()
         if self.redact:
-            headers = self._redact(request.headers)
+            headers = redact_pairs(request.headers, self.redact)
             if headers is not request.headers:
                 changes_req["headers"] = headers
                 if "cookie" in self.redact and request.cookies:
                     changes_req["cookies"] = tuple((name, REDACTED) for name, _ in request.cookies)
-        changes_resp: dict[str, object] = {}
+        changes_resp: dict[str, Any] = {}
         if response.body is not None and len(response.body) > keep:
             changes_resp["body"] = response.body[:keep]
             changes_resp["truncated"] = True
         if self.redact:
-            headers = self._redact(response.headers)
+            headers = redact_pairs(response.headers, self.redact)
             if headers is not response.headers:
                 changes_resp["headers"] = headers
         if not changes_req and not changes_resp:
@@ -97,11 +106,6 @@ class Recorder:
             request=dataclasses.replace(request, **changes_req) if changes_req else request,
             response=dataclasses.replace(response, **changes_resp) if changes_resp else response,
         )
-
-    def _redact(self, headers: Pairs) -> Pairs:
-        if not any(name.lower() in self.redact for name, _ in headers):
-            return headers
-        return tuple((name, REDACTED if name.lower() in self.redact else value) for name, value in headers)
 
     def _add(self, exchange: Exchange) -> None:
         now = time.monotonic()
@@ -114,9 +118,9 @@ class Recorder:
         try:
             self.store.add(exchange)
         except StoreError as exc:
-            self.errors += 1
-            self.dropped += 1
             with self._lock:
+                self.errors += 1
+                self.dropped += 1
                 self._last_try = now
                 if self._failing_since is None:
                     self._failing_since = now

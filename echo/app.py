@@ -1,0 +1,110 @@
+"""The one place where settings become parts: the store, the recorder and its
+sinks, the echo handler and the inspector blueprint are built and wired here.
+
+`create_app(config)` layers defaults, then ``ECHO_*`` environment, then
+`config`; it is the only reader of `Settings` besides the command line, and
+hands every lower floor plain limit objects.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, redirect
+from markupsafe import Markup
+from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Response
+
+from .answer.controls import ControlLimits
+from .capture.request import CaptureLimits
+from .config import Settings, load_settings
+from .formats.render import highlight_html
+from .history import StoreOptions, make_store
+from .model.records import RequestRecord
+from .observe.logs import AccessLog
+from .observe.metrics import Metrics
+from .observe.recorder import Recorder
+from .version import __version__
+from .web import security
+from .web.dispatch import EchoDispatch
+from .web.echo import EchoHandler
+from .web.inspector import bp, handle_http_error
+from .web.services import EXTENSION, InspectorOptions, Services
+
+
+def static_folder() -> str:
+    """static/ as installed inside the package, or at the top of a source checkout."""
+    here = Path(__file__).resolve().parent
+    installed = here / "static"
+    return str(installed if installed.is_dir() else here.parent / "static")
+
+
+def capture_limits(settings: Settings) -> CaptureLimits:
+    return CaptureLimits(settings.max_body, settings.max_json_depth, settings.max_form_parts)
+
+
+def store_options(settings: Settings) -> StoreOptions:
+    return StoreOptions(
+        url=settings.store,
+        limit=settings.history,
+        prefix=settings.store_prefix,
+        timeout=settings.store_timeout,
+        ttl=settings.history_ttl,
+    )
+
+
+def create_app(config: Mapping[str, Any] | Settings | None = None, environ: Mapping[str, str] | None = None) -> Flask:
+    """Build the WSGI app: defaults, then ECHO_* environment, then `config`."""
+    if isinstance(config, Settings):
+        settings = config
+    else:
+        settings = load_settings(os.environ if environ is None else environ, config)
+    prefix = settings.ui_prefix
+    app = Flask("echo", static_folder=static_folder(), static_url_path=prefix + "static")
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+
+    store = make_store(store_options(settings))
+    metrics = Metrics()
+    sinks: list[Any] = [metrics]
+    if settings.log != "off":
+        sinks.append(AccessLog(settings.log, redact=settings.redact))
+    recorder = Recorder(
+        store, settings.history, settings.keep_body, settings.redact, tuple(sinks), ui_auth=settings.ui_auth
+    )
+    found = Services(
+        store=store,
+        recorder=recorder,
+        metrics=metrics,
+        options=InspectorOptions(
+            prefix=prefix, ui_auth=settings.ui_auth, history=settings.history, metrics=not settings.no_metrics
+        ),
+    )
+    app.extensions[EXTENSION] = found
+
+    app.register_blueprint(bp, url_prefix=prefix.rstrip("/"))
+    app.register_error_handler(HTTPException, handle_http_error)
+    security.install(app)
+
+    def bare_prefix() -> Response:
+        return redirect(prefix, 308)
+
+    app.add_url_rule(prefix.rstrip("/"), "bare_prefix", bare_prefix)
+    app.jinja_env.globals.update(prefix=prefix, version=__version__)
+
+    page = app.jinja_env.get_template("echo.html")
+
+    def render_echo_html(record: RequestRecord, controls: dict[str, Any], pretty: bytes) -> bytes:
+        html = page.render(
+            record=record,
+            document=Markup(highlight_html(pretty.decode("utf-8"), "application/json")),
+            static=prefix + "static/",
+        )
+        return html.encode("utf-8")
+
+    echo = EchoHandler(settings, recorder, render_echo_html)
+    found.echo = echo
+    app.wsgi_app = EchoDispatch(app.wsgi_app, echo, prefix)  # type: ignore[method-assign]
+    return app

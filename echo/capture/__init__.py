@@ -1,0 +1,1 @@
+"""Capture: a WSGI request -> one typed `RequestRecord`, parsed once with explicit limits."""

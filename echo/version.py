@@ -1,0 +1,3 @@
+"""The package version, in one place (setup.cfg, the banner, health and HAR read it)."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,65 @@
+"""The inspector's JSON API: list, one exchange, clear, curl and HAR exports."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from flask import Response, request
+
+from ...formats.curl import curl_command
+from ...formats.documents import dumps, exchange_document
+from ...formats.har import har_chunks
+from ...history import Query
+from ..services import services
+from .common import NOT_FOUND, api_error, bp, find_exchange, json_response, parse_query, wants_bodies
+
+
+@bp.get("/api/exchanges")
+def api_list() -> Response:
+    query = parse_query(request.args)
+    if isinstance(query, Response):
+        return query
+    found = services().store.list(query)
+    bodies = wants_bodies(request.args)
+    # A full page: there may be more, and this is where the next one starts.
+    next_id = found[-1].id if len(found) == query.limit else None
+
+    def chunks() -> Iterator[bytes]:
+        # One exchange at a time: a page of 1000 with bodies can be 100+ MB as one string.
+        yield b'{"exchanges":['
+        for i, exchange in enumerate(found):
+            yield (b"," if i else b"") + dumps(exchange_document(exchange, bodies=bodies))
+        yield b"]" + (b',"next":' + dumps(next_id) if next_id else b"") + b"}\n"
+
+    return Response(chunks(), mimetype="application/json")
+
+
+@bp.delete("/api/exchanges")
+def api_clear() -> Response:
+    services().store.clear()
+    return Response(status=204)
+
+
+@bp.get("/api/exchanges/<exchange_id>")
+def api_one(exchange_id: str) -> Response:
+    exchange = find_exchange(exchange_id)
+    if exchange is None:
+        return api_error(404, NOT_FOUND, id=exchange_id)
+    return json_response(exchange_document(exchange, bodies=wants_bodies(request.args)))
+
+
+@bp.get("/api/exchanges/<exchange_id>/curl")
+def api_curl(exchange_id: str) -> Response:
+    exchange = find_exchange(exchange_id)
+    if exchange is None:
+        return api_error(404, NOT_FOUND, id=exchange_id)
+    return Response(curl_command(exchange.request), mimetype="text/plain")
+
+
+@bp.get("/api/exchanges.har")
+def api_har() -> Response:
+    found = services()
+    exchanges = found.store.list(Query(limit=max(found.options.history, 1)))  # a failing store fails here, before streaming
+    response = Response(har_chunks(reversed(exchanges)), mimetype="application/json")
+    response.headers["Content-Disposition"] = 'attachment; filename="echo-history.har"'
+    return response

@@ -1,0 +1,40 @@
+"""Operations routes: health for probes and monitoring, Prometheus metrics."""
+
+from __future__ import annotations
+
+from flask import Response
+
+from ...history import StoreError
+from ...version import __version__
+from ..services import services
+from .common import api_error, bp, json_response
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    store = services().store
+    try:
+        health = store.health()
+        ok, backend, detail = health.ok, health.backend, health.detail
+    except StoreError as exc:  # a backend that raises instead of reporting is still "down", not a 500
+        ok, backend, detail = False, store.backend, str(exc)
+    doc = {
+        "status": "ok" if ok else "unavailable",
+        "version": __version__,
+        "store": {"backend": backend, "ok": ok, "detail": detail},
+    }
+    return json_response(doc, 200 if ok else 503)
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    found = services()
+    if not found.options.metrics:
+        return api_error(404, "metrics are turned off (--no-metrics)")
+    try:
+        size = found.store.count()
+    except StoreError:
+        size = -1  # metrics must answer while the store is down; -1 says "unknown"
+    recorder = found.recorder
+    text = found.metrics.render(size, recorder.errors, recorder.dropped, __version__)
+    return Response(text, mimetype="text/plain; version=0.0.4")

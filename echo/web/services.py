@@ -1,0 +1,48 @@
+"""What the web floor's views need from the app, as one typed object.
+
+`create_app` builds a `Services` and keeps it in ``app.extensions["echo"]``;
+views reach it through `services()` instead of fetching strings out of the
+Flask config, so a missing or misspelt service is a type error, not a KeyError
+at request time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, cast
+
+from flask import Flask, current_app
+
+from ..history import Store
+from ..observe.metrics import Metrics
+from ..observe.recorder import Recorder
+
+EXTENSION = "echo"
+
+
+@dataclass(frozen=True)
+class InspectorOptions:
+    """The settings the inspector reads, as plain values."""
+
+    prefix: str = "/_/"
+    ui_auth: str = ""
+    history: int = 1000
+    metrics: bool = True
+
+
+@dataclass
+class Services:
+    """The store, the recorder and the metrics of one app, and the inspector's options.
+
+    Mutable so that a test can swap the store for a failing one."""
+
+    store: Store
+    recorder: Recorder
+    metrics: Metrics
+    options: InspectorOptions
+    echo: Any = None  # the echo's WSGI handler, set once it is built
+
+
+def services(app: Flask | None = None) -> Services:
+    """The services of `app` (the current app when none is given)."""
+    return cast(Services, (app or current_app).extensions[EXTENSION])
