@@ -6,8 +6,9 @@
   var prefix = document.body.getAttribute("data-prefix") || "/_/";
   // The list asks for new exchanges this often; the contract is "within 2 s".
   var POLL_MS = 1000;
-  // Rows the list shows; matches LIST_ROWS in echo/inspector.py.
-  var ROWS = 200;
+  // Rows the list shows: the page says how many (LIST_ROWS in echo/web/inspector/common.py).
+  var rowsTable = document.getElementById("rows");
+  var ROWS = Number(rowsTable && rowsTable.getAttribute("data-rows")) || 200;
   // Typing in the path filter waits this long for a pause before asking.
   var TYPING_MS = 200;
 

@@ -15,7 +15,7 @@ import time
 from typing import Any, Callable
 
 from ..history import Store, StoreError
-from ..model.records import Exchange, Pairs
+from ..model.records import JSON_FROM_BODY, Exchange, Pairs
 from ..model.redact import REDACTED, hide_credentials, redact_pairs
 
 log = logging.getLogger("echo")
@@ -62,8 +62,7 @@ class Recorder:
 
     def for_history(self, exchange: Exchange) -> Exchange:
         """The exchange as history keeps it: bodies cut, JSON kept as its body alone,
-        secrets redacted. Call it only once the answer is built: it lets go of the
-        request's parsed JSON in place."""
+        secrets redacted. The exchange given is left as it was."""
         request, response = exchange.request, exchange.response
         keep = self.keep_body
         changes_req: dict[str, Any] = {}
@@ -79,12 +78,10 @@ class Recorder:
             # Python objects). A cut body keeps only the form fields that fit.
             changes_req["json"] = None
             changes_req["form"] = _fit(request.form, keep)
-        elif request.json is not None:
+        elif request.json is not None and request.json is not JSON_FROM_BODY:
             # The whole body is kept, so the parsed JSON (dozens of objects even
             # for 1 KiB, see records.JSON_FROM_BODY) is kept as that body alone.
-            # Letting go in place, not copying the record, keeps this off the
-            # echo's time.
-            request.keep_json_as_body()
+            request = request.without_parsed_json()
         if self.redact:
             headers = redact_pairs(request.headers, self.redact)
             if headers is not request.headers:
@@ -99,12 +96,13 @@ class Recorder:
             headers = redact_pairs(response.headers, self.redact)
             if headers is not response.headers:
                 changes_resp["headers"] = headers
-        if not changes_req and not changes_resp:
+        if request is exchange.request and not changes_req and not changes_resp:
             return exchange
-        return dataclasses.replace(
-            exchange,
+        return Exchange(
             request=dataclasses.replace(request, **changes_req) if changes_req else request,
             response=dataclasses.replace(response, **changes_resp) if changes_resp else response,
+            controls=exchange.controls,
+            duration_ms=exchange.duration_ms,
         )
 
     def _add(self, exchange: Exchange) -> None:
