@@ -250,3 +250,40 @@ def test_one_entry_that_cannot_be_rendered_does_not_cut_the_stream() -> None:
     assert len(entries) == 2
     assert entries[1]["request"]["url"] == "http://h/y"
     assert "could not be exported" in entries[0]["comment"]
+
+
+# ---- every recorded value, every export -----------------------------------------------
+
+HOSTILE_REQUESTS: list[bytes] = [
+    b"GET -K/dev/stdin HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET * HTTP/1.1\r\nHost: evil.example@127.0.0.1\r\n\r\n",
+    b"GET http://evil.example/x HTTP/1.1\r\nHost: a b\r\n\r\n",
+    b"GET /%ED%A0%80%FF?%ED%A0%80=%C2%85 HTTP/1.1\r\nHost: h\r\n\r\n",  # a UTF-8 surrogate, a bad byte, C1
+    b"GET /h HTTP/1.1\r\nHost: h\r\nX-Latin: \x85\xff\xed\xa0\x80\r\nCookie: a=\xc2\x85; b=\x9f\r\n\r\n",
+    b"GET /c?_cookie=a%3Db%3B%20Expires%3DFri%2C%2031%20Dec%209999%2023%3A59%3A59%20GMT HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET /c?_cookie=a%3Db%3B%20Expires%3DFri%2C%2031%20Dec%209999%2023%3A59%3A59%20-1200 HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET /c?_header=Set-Cookie%3A%20a%3Db%3B%20Expires%3DFri%2C%2031%20Dec%209999%2023%3A59%3A59%20-1200 HTTP/1.1\r\n"
+    b"Host: h\r\n\r\n",
+    b"GET /c HTTP/1.1\r\nHost: h\r\nX-Echo-Cookie: a=b; Expires=Fri, 31 Dec 99999999999 23:59:59 GMT\r\n\r\n",
+    b"POST /b?_status=205 HTTP/1.1\r\nHost: h\r\nContent-Type: text/html\r\nContent-Length: 9\r\n\r\n\x00<script>",
+    b"GET /x?_header=X-A%3A%20%C2%85&_body=%ED%A0%80 HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET /x?_header=X-Echo-Id%3A%20forged HTTP/1.1\r\nHost: h\r\n\r\n",
+]
+
+
+def test_every_hostile_record_renders_in_every_export(echo_server: Any) -> None:
+    server = echo_server("--log", "off")
+    port = server.port
+    for request in HOSTILE_REQUESTS:
+        answer = raw_request(port, request.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n", 1))
+        assert answer.startswith(b"HTTP/1.1 ") and not answer.startswith(b"HTTP/1.1 500"), (request, answer[:300])
+    har = _har(port)
+    assert len(har["log"]["entries"]) == len(HOSTILE_REQUESTS)
+    assert not any("could not be exported" in e.get("comment", "") for e in har["log"]["entries"])
+    status, body = get(port, "/_/api/exchanges?limit=1000")
+    assert status == 200
+    for exchange in json.loads(body)["exchanges"]:
+        for path in (f"/_/api/exchanges/{exchange['id']}", f"/_/api/exchanges/{exchange['id']}/curl",
+                     f"/_/exchanges/{exchange['id']}"):
+            assert get(port, path)[0] == 200, path
+    assert get(port, "/_/")[0] == 200
