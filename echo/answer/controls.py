@@ -12,6 +12,7 @@ import math
 import random
 import re
 from dataclasses import dataclass, field
+from datetime import timezone
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
@@ -38,11 +39,15 @@ DEFAULT_BODY_TYPE = "text/plain; charset=utf-8"
 FORBIDDEN_HEADERS = frozenset(
     {"content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "te", "trailer", "proxy-connection"}
 )
+# Echo's own namespace: X-Echo-Id is set on every answer, X-Echo-Status and the
+# rest are control headers. A caller's copy would forge or double Echo's.
+RESERVED_PREFIX = "x-echo-"
 STATUS_RANGE = (200, 599)
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-# Controls, and lone surrogates: no encoding can put those on the wire.
-_CTL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\ud800-\udfff]")
+# Controls (C0 but tab, DEL, and C1: U+0085 is a line break to many readers),
+# and lone surrogates: no encoding can put those on the wire.
+_CTL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\ud800-\udfff]")
 _COOKIE_VALUE = re.compile(r'[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*|"[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*"')
 _ATTR_VALUE = re.compile(r"[\x20-\x3a\x3c-\x7e]*")  # any CHAR but CTLs and ";"
 _DOMAIN = re.compile(r"\.?[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
@@ -207,7 +212,10 @@ def _status(raw: str, limits: ControlLimits, rng: Chooser) -> int:
 
 def _check_text(value: str, what: str) -> None:
     if _CTL.search(value):
-        raise _Refused(f"{what} holds a control character (CR, LF, NUL or another) or a lone surrogate; they are not allowed")
+        raise _Refused(
+            f"{what} holds a control character (CR, LF, NUL or another C0 or C1 control, U+0080-U+009F) "
+            "or a lone surrogate; they are not allowed"
+        )
 
 
 def _header(raw: str, limits: ControlLimits, rng: Chooser) -> tuple[str, str]:
@@ -223,7 +231,16 @@ def _header(raw: str, limits: ControlLimits, rng: Chooser) -> tuple[str, str]:
             f"{name} frames the message or the connection and cannot be set; forbidden: "
             "Content-Length, Transfer-Encoding, Connection, Keep-Alive, Upgrade, TE, Trailer, Proxy-Connection"
         )
-    return name, value.strip(" \t")
+    if name.lower().startswith(RESERVED_PREFIX):
+        raise _Refused(f"{name} is set by Echo; X-Echo-* headers cannot be added to an answer")
+    value = value.strip(" \t")
+    if name.lower() == "set-cookie":
+        # The same RFC 6265 checks as _cookie: a Set-Cookie is a cookie whichever control sent it.
+        try:
+            _cookie(value, limits, rng)
+        except _Refused as exc:
+            raise _Refused(f"Set-Cookie: {exc.message}") from None
+    return name, value
 
 
 def _check_cookie_text(raw: str) -> None:
@@ -270,9 +287,13 @@ def _cookie_attrs(attrs: list[str]) -> list[str]:
             raise _Refused(f"Max-Age must be a whole number of seconds, not {value!r}")
         if lowered == "expires":
             try:
-                parsedate_to_datetime(value)
-            except (TypeError, ValueError, IndexError):
-                raise _Refused(f"Expires must be an HTTP date like {_EPOCH!r}, not {value!r}") from None
+                # In UTC too: every export (HAR) shows the instant, and a datetime
+                # ends with the year 9999 (9999-12-31 at -1200 is past it).
+                parsedate_to_datetime(value).astimezone(timezone.utc)
+            except (TypeError, ValueError, IndexError, OverflowError):
+                raise _Refused(
+                    f"Expires must be an HTTP date like {_EPOCH!r}, up to the year 9999 in UTC, not {value!r}"
+                ) from None
         if lowered == "domain" and not _DOMAIN.fullmatch(value):
             raise _Refused(f"Domain must be a host name, not {value!r}")
         if lowered == "path" and not (value.startswith("/") and _ATTR_VALUE.fullmatch(value)):

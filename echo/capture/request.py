@@ -27,11 +27,10 @@ from werkzeug.sansio.http import parse_cookie
 from werkzeug.wsgi import get_input_stream
 
 from ..config import MAX_BODY_BYTES, MAX_FORM_PARTS, MAX_JSON_DEPTH, Settings
+from ..model.http import escape_target
 from ..model.records import FileInfo, IdSource, Pairs, RequestRecord
 
 _READ_CHUNK = 64 * 1024
-# A request target or Host made only of visible ASCII is shown as sent.
-_VISIBLE_ASCII = re.compile(rb"[\x21-\x7e]*")
 _DECODERS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 # Most requests have no body; its digest is one shared string, not one per record.
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
@@ -417,8 +416,4 @@ def _url(environ: dict[str, Any]) -> str:
     return f"{scheme}://{host}{path}" + (f"?{_escape_raw(query.encode('latin-1', 'replace'))}" if query else "")
 
 
-def _escape_raw(raw: bytes) -> str:
-    # Keep the target exactly as sent, percent-encoding only bytes a URL cannot hold.
-    if _VISIBLE_ASCII.fullmatch(raw):
-        return raw.decode("ascii")
-    return "".join(chr(b) if 0x21 <= b <= 0x7E else f"%{b:02X}" for b in raw)
+_escape_raw = escape_target

@@ -12,6 +12,12 @@ quoting it uses). It sends the same method, URL, headers and body bytes:
   NUL or CR bytes, and large ones are piped in with `printf` and three-digit
   octal escapes, a shell builtin, so neither the argument length limit nor a
   NUL byte stops them.
+- Nothing from the request is ever where curl looks for an option or a file:
+  the URL goes after --url, a request target that does not start with '/'
+  ('*', '-K/dev/stdin', an absolute URL naming another host) is sent as it was
+  with --request-target to the request's own host, and only a Host header that
+  is a plain host[:port] is ever put in the URL (one with userinfo, a path or
+  spaces would send curl somewhere the request did not name).
 - Headers curl adds by itself (User-Agent, Accept, the Content-Type of a body,
   Expect) are switched off when the original request did not have them.
 
@@ -21,6 +27,9 @@ header), comment lines before it say so.
 
 from __future__ import annotations
 
+import re
+
+from ..model.http import escape_target
 from ..model.records import RequestRecord
 from ..model.redact import REDACTED
 
@@ -38,6 +47,15 @@ _CURL_BODY_DEFAULTS = ("Content-Type", "Expect")
 # can grow text fourfold (each ' becomes '\''); larger bodies are piped in
 # through printf, a shell builtin that no exec limit applies to.
 INLINE_ARG_MAX = 64 * 1024
+
+# What a Host header may be to go into the URL: a name, an IPv4 or [IPv6]
+# literal, and a port. Userinfo ('@'), a path, '?', '#' or a space would
+# change which host curl connects to.
+_AUTHORITY = re.compile(r"(?:[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+_ABSOLUTE = re.compile(r"(https?)://([^/?#]*)(.*)", re.DOTALL)
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+# Where the command goes when the request named no usable host.
+FALLBACK_AUTHORITY = "localhost"
 
 
 def quote(text: str) -> str:
@@ -103,9 +121,38 @@ def _inline_argument(data: bytes) -> str | None:
     return quoted if len(quoted.encode("utf-8")) <= INLINE_ARG_MAX else None
 
 
+def destination(record: RequestRecord) -> tuple[str, str | None, list[str]]:
+    """(the URL for --url, a request target for --request-target or None, notes).
+
+    record.url is `scheme://<Host as sent><target as sent>` for a target that
+    starts with '/', and the target itself for any other ('*', 'a/b',
+    '-K/dev/stdin', an absolute URL). Either way the command connects to the
+    host the Host header named, never to one taken from the target.
+    """
+    notes: list[str] = []
+    host = record.header("Host")
+    match = _ABSOLUTE.fullmatch(record.url)
+    scheme = match.group(1) if match else "http"
+    if host is not None and _AUTHORITY.fullmatch(host):
+        authority = host
+    elif host is None and match and _AUTHORITY.fullmatch(match.group(2)):
+        authority = match.group(2)  # no Host (HTTP/1.0): the address the server was reached at
+    else:
+        authority = FALLBACK_AUTHORITY
+        notes.append(
+            f"# the Host header {host!r} is not a host[:port]; this sends the request to "
+            f"{FALLBACK_AUTHORITY} with that Host header: change the URL to reach the server"
+        )
+    prefix = f"{scheme}://{escape_target(host.encode('latin-1', 'replace')) if host is not None else ''}"
+    if match and record.url.startswith(prefix) and record.url[len(prefix):].startswith("/"):
+        return f"{scheme}://{authority}{record.url[len(prefix):]}", None, notes
+    if match and host is None and match.group(3).startswith("/"):
+        return f"{scheme}://{authority}{match.group(3)}", None, notes
+    return f"{scheme}://{authority}/", record.url, notes
+
+
 def curl_command(record: RequestRecord) -> str:
     """One shell command, with comment lines first when it cannot be exact."""
-    notes: list[str] = []
     parts = ["curl", "--globoff", "--path-as-is", "--silent", "--show-error"]
     if record.http_version == "HTTP/1.0":
         parts.append("--http1.0")
@@ -115,11 +162,23 @@ def curl_command(record: RequestRecord) -> str:
         parts.append("--head")
     elif record.method != "GET" or send_body:
         parts += ["--request", quote(record.method)]
-    parts.append(quote(record.url))
+    url, target, notes = destination(record)
+    parts += ["--url", quote(url)]
+    if target is not None:
+        parts += ["--request-target", quote(target)]
+    host = record.header("Host")
+    if host is None:
+        parts += ["--header", quote("Host:")]  # the request had none; curl would add one
+    elif not _AUTHORITY.fullmatch(host):
+        parts += ["--header", quote(f"Host: {host}")]  # the URL could not carry it
 
     present = {name.lower() for name, _ in record.headers}
     for name, value in record.headers:
         if name.lower() in _DERIVED:
+            continue
+        if not _TOKEN.fullmatch(name):
+            # curl reads "--header @file" as a file of headers; a name is a token, so never '@'.
+            notes.append(f"# a header named {name!r} is not an HTTP token; it is left out")
             continue
         if "\x00" in name or "\x00" in value:
             notes.append(f"# the {name!r} header held a NUL byte, which no command-line argument can carry; it is left out")

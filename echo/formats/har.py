@@ -8,6 +8,7 @@ field starting with an underscore (HAR's rule for custom fields) or in a
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any, Iterable, Iterator
@@ -16,6 +17,8 @@ from ..model.http import status_line
 from ..model.records import Exchange
 from ..version import __version__
 from .documents import dumps, iso_time, request_document, response_body
+
+log = logging.getLogger("echo")
 
 HAR_VERSION = "1.2"
 # HAR's word for "not known"; Echo does not see the raw header block's size.
@@ -48,8 +51,10 @@ def set_cookie(value: str) -> dict[str, Any] | None:
         elif key == "expires":
             try:
                 cookie["expires"] = parsedate_to_datetime(raw).astimezone(timezone.utc).isoformat()
-            except (TypeError, ValueError):
-                pass  # an unparseable date is left out rather than exported invalid
+            except (TypeError, ValueError, OverflowError):
+                # An unparseable date, or one past what a datetime holds (the year
+                # 9999 at -1200 is 10000 in UTC), is left out rather than exported invalid.
+                pass
         elif key == "httponly":
             cookie["httpOnly"] = True
         elif key == "secure":
@@ -158,5 +163,34 @@ def har_chunks(exchanges: Iterable[Exchange]) -> Iterator[bytes]:
     """
     yield b'{"log":' + dumps(_log_header())[:-1] + b',"entries":['  # the header object, left open
     for i, exchange in enumerate(exchanges):
-        yield (b"," if i else b"") + dumps(har_entry(exchange))
+        yield (b"," if i else b"") + _entry_json(exchange)
     yield b"]}}\n"
+
+
+def _entry_json(exchange: Exchange) -> bytes:
+    """One entry; a stand-in naming the exchange when it cannot be rendered.
+
+    The 200 and the first bytes are already sent when an entry is rendered:
+    an exception here would cut the file short under a success status, and
+    one bad record would break every export until it left history.
+    """
+    try:
+        return dumps(har_entry(exchange))
+    except Exception:  # noqa: BLE001 - mid-stream there is no status left to report a failure with
+        log.exception("HAR export could not render exchange %s", exchange.id)
+        return dumps(_stand_in(exchange))
+
+
+def _stand_in(exchange: Exchange) -> dict[str, Any]:
+    empty = {"cookies": [], "headers": [], "headersSize": UNKNOWN_SIZE, "bodySize": UNKNOWN_SIZE, "httpVersion": ""}
+    return {
+        "startedDateTime": "1970-01-01T00:00:00.000Z",
+        "time": 0,
+        "request": {**empty, "method": "", "url": "", "queryString": []},
+        "response": {**empty, "status": 0, "statusText": "", "redirectURL": "",
+                     "content": {"size": 0, "mimeType": "x-unknown"}},
+        "cache": {},
+        "timings": {"send": 0, "wait": 0, "receive": 0},
+        "comment": "this exchange could not be exported; see the server log",
+        "_id": str(exchange.id),
+    }

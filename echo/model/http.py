@@ -66,6 +66,16 @@ def wire(value: str) -> str:
     return value.encode("utf-8").decode("latin-1")
 
 
+_VISIBLE_ASCII = re.compile(rb"[\x21-\x7e]*")
+
+
+def escape_target(raw: bytes) -> str:
+    """A request target (or Host) exactly as sent, percent-encoding only bytes a URL cannot hold."""
+    if _VISIBLE_ASCII.fullmatch(raw):
+        return raw.decode("ascii")
+    return "".join(chr(b) if 0x21 <= b <= 0x7E else f"%{b:02X}" for b in raw)
+
+
 def content_type_options(content_type: str) -> tuple[str, dict[str, str]]:
     """The lowercased media type of a Content-Type value and its parameters."""
     # werkzeug.http is sans-IO (no WSGI), so the bottom floor may lean on its

@@ -30,7 +30,10 @@ log = logging.getLogger("echo")
 
 StartResponse = Callable[..., Any]
 
-_BODYLESS = (204, 304)
+# RFC 9110: no content in 204, 205 or 304. A 204 or 304 is framed without a
+# Content-Length (waitress knows they end at the head); a 205 is not special
+# to waitress, which would chunk it, so it says Content-Length: 0 instead.
+_BODYLESS = (204, 205, 304)
 # Header pairs most answers share: one tuple each, not one per kept exchange.
 _JSON_CONTENT_TYPE = ("Content-Type", JSON_TYPE)
 _CSP_HEADER = {csp: ("Content-Security-Policy", csp) for csp in (PAGE_CSP, SANDBOX_CSP)}
@@ -134,6 +137,8 @@ class EchoHandler:
         if status in _BODYLESS:
             body = b""
             headers = [(n, v) for n, v in headers if n.lower() != "content-length"]
+            if status == 205:
+                headers.append(("Content-Length", "0"))
         duration_ms = (time.perf_counter() - began) * 1000
         content_type = next((v for n, v in headers if n.lower() == "content-type"), "")
         sent = b"" if record.method == "HEAD" else body
