@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import random
 from typing import Any
 
 import pytest
 
 from echo.answer.controls import ControlError, ControlLimits, ResponsePlan, plan
+from echo.formats.documents import dumps
 
 LIMITS = ControlLimits(max_delay=10)
 
@@ -187,17 +189,25 @@ def test_joined_repeated_control_headers_are_split_at_names() -> None:
     assert decided.cookies == ("a=1; Expires=Wed, 21 Oct 2037 07:28:00 GMT", "b=2")
 
 
+def as_json(summary: Any) -> Any:
+    """The summary as the echo document shows it."""
+    return json.loads(dumps(dict(summary)))
+
+
 def test_no_controls_is_the_default_plan() -> None:
     decided = ok([("a", "1"), ("_other", "x")])
     assert decided == ResponsePlan()
-    assert decided.summary() == {"status": 200, "headers": [], "cookies": [], "delay": 0.0}
+    assert as_json(decided.summary()) == {"status": 200, "headers": [], "cookies": [], "delay": 0.0}
 
 
 def test_the_default_summary_is_one_shared_object_that_stays_default() -> None:
     first, second = ok([]).summary(), ok([("a", "1")]).summary()
     assert first is second  # history keeps a summary per exchange; most are this one
     ok([("_status", "201"), ("_header", "X-A: 1"), ("_cookie", "a=b")]).summary()
-    assert ok([]).summary() == {"status": 200, "headers": [], "cookies": [], "delay": 0.0}
+    assert as_json(ok([]).summary()) == {"status": 200, "headers": [], "cookies": [], "delay": 0.0}
+    # Shared, so read-only: no exchange can change what every other one shows.
+    with pytest.raises(TypeError):
+        first["status"] = 500  # type: ignore[index]
     # A plan that changes anything gets its own summary, never the shared one.
     for pairs in ([("_status", "200"), ("_format", "json")], [("_delay", "0.1")], [("_body", "x")]):
         assert ok(pairs).summary() is not first

@@ -428,7 +428,7 @@ def check_plan(args: list[tuple[str, str]], headers: list[tuple[str, str]]) -> R
     if decided.content_type is not None:
         assert not CTL.search(decided.content_type)
         wire(decided.content_type).encode("latin-1")
-    assert dumps(decided.summary())  # the `controls` member is always encodable
+    assert dumps(dict(decided.summary()))  # the `controls` member is always encodable
     return decided
 
 

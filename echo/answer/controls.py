@@ -14,37 +14,24 @@ import re
 from dataclasses import dataclass, field
 from datetime import timezone
 from email.utils import parsedate_to_datetime
-from typing import Any, Protocol
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, Callable, Protocol
 
 from ..config import MAX_DELAY_SECONDS
+from ..model.http import FRAMING_HEADERS, TOKEN, TOKEN_CHARS
 from ..model.records import Pairs
 
-# Each control and the request header that carries it when the URL is fixed.
-CONTROL_HEADERS: dict[str, str] = {
-    "_status": "X-Echo-Status",
-    "_header": "X-Echo-Header",
-    "_cookie": "X-Echo-Cookie",
-    "_delete_cookie": "X-Echo-Delete-Cookie",
-    "_delay": "X-Echo-Delay",
-    "_body": "X-Echo-Body",
-    "_content_type": "X-Echo-Content-Type",
-    "_format": "X-Echo-Format",
-}
-_PARAM_BY_HEADER = {header.lower(): param for param, header in CONTROL_HEADERS.items()}
-REPEATABLE = frozenset({"_header", "_cookie", "_delete_cookie"})
 DEFAULT_BODY_TYPE = "text/plain; charset=utf-8"
 
 # Headers that frame the message or belong to one connection: a caller setting
 # them would desynchronise the client (response splitting, smuggling).
-FORBIDDEN_HEADERS = frozenset(
-    {"content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "te", "trailer", "proxy-connection"}
-)
+FORBIDDEN_HEADERS = FRAMING_HEADERS
 # Echo's own namespace: X-Echo-Id is set on every answer, X-Echo-Status and the
 # rest are control headers. A caller's copy would forge or double Echo's.
 RESERVED_PREFIX = "x-echo-"
 STATUS_RANGE = (200, 599)
 
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 # Controls (C0 but tab, DEL, and C1: U+0085 is a line break to many readers),
 # and lone surrogates: no encoding can put those on the wire.
 _CTL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\ud800-\udfff]")
@@ -57,8 +44,9 @@ _DELAY = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
 _STATUS_ITEM = re.compile(r"\s*([0-9]{1,9})\s*(?::\s*([0-9]{1,9})\s*)?")
 # X-Echo-Header / X-Echo-Cookie sent twice arrive joined by ", "; split only
 # where the next piece starts a new "Name:" or "name=".
-_SPLIT_HEADERS = re.compile(r",\s*(?=[!#$%&'*+.^_`|~0-9A-Za-z-]+\s*:)")
-_SPLIT_COOKIES = re.compile(r",\s*(?=[!#$%&'*+.^_`|~0-9A-Za-z-]+=)")
+_SPLIT_HEADERS = re.compile(f",\\s*(?=[{TOKEN_CHARS}]+\\s*:)")
+_SPLIT_COOKIES = re.compile(f",\\s*(?=[{TOKEN_CHARS}]+=)")
+_MEDIA_TYPE = re.compile(f"[{TOKEN_CHARS}]+/[{TOKEN_CHARS}]+(\\s*;.*)?")
 
 _VALUELESS_ATTRS = {"secure": "Secure", "httponly": "HttpOnly", "partitioned": "Partitioned"}
 _VALUED_ATTRS = {"expires": "Expires", "max-age": "Max-Age", "domain": "Domain", "path": "Path", "samesite": "SameSite"}
@@ -67,7 +55,8 @@ _EPOCH = "Thu, 01 Jan 1970 00:00:00 GMT"
 
 
 # The summary of a plan without controls (see ResponsePlan.summary).
-_NO_CONTROLS: dict[str, Any] = {"status": 200, "headers": [], "cookies": [], "delay": 0.0}
+# Read-only, since every exchange without controls shares it.
+_NO_CONTROLS: Mapping[str, Any] = MappingProxyType({"status": 200, "headers": (), "cookies": (), "delay": 0.0})
 
 
 class Chooser(Protocol):
@@ -101,7 +90,7 @@ class ResponsePlan:
     format: str | None = None  # "json" or "html" when forced
     given: frozenset[str] = field(default_factory=frozenset)
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> Mapping[str, Any]:
         """The `controls` member of the echo document: what was applied.
 
         Read-only: a request without controls gets the one shared default,
@@ -142,14 +131,15 @@ def plan(
         return DEFAULT_PLAN
     values: dict[str, Any] = {}
     for param, raws in given.items():
-        if len(raws) > 1 and param not in REPEATABLE:
+        control = CONTROLS[param]
+        if len(raws) > 1 and not control.repeatable:
             return ControlError(param, raws[1], f"{param} may be given once; it was given {len(raws)} times")
         for raw in raws:
             try:
-                parsed = _PARSERS[param](raw, limits, rng)
+                parsed = control.parse(raw, limits, rng)
             except _Refused as exc:
                 return ControlError(param, raw, exc.message)
-            if param in REPEATABLE:
+            if control.repeatable:
                 values.setdefault(param, []).append(parsed)
             else:
                 values[param] = parsed
@@ -169,21 +159,16 @@ def plan(
 def _collect(args: Pairs, headers: Pairs) -> dict[str, list[str]]:
     from_query: dict[str, list[str]] = {}
     for name, value in args:
-        if name in CONTROL_HEADERS:
+        if name in CONTROLS:
             from_query.setdefault(name, []).append(value)
     from_headers: dict[str, list[str]] = {}
     if headers:
         for name, value in headers:
-            param = _PARAM_BY_HEADER.get(name.lower())
-            if param is None or param in from_query:
+            control = _BY_HEADER.get(name.lower())
+            if control is None or control.param in from_query:
                 continue
-            if param == "_header":
-                pieces = _SPLIT_HEADERS.split(value)
-            elif param in ("_cookie", "_delete_cookie"):
-                pieces = _SPLIT_COOKIES.split(value)
-            else:
-                pieces = [value]
-            from_headers.setdefault(param, []).extend(pieces)
+            pieces = control.split.split(value) if control.split else [value]
+            from_headers.setdefault(control.param, []).extend(pieces)
     return {**from_headers, **from_query}
 
 
@@ -224,7 +209,7 @@ def _header(raw: str, limits: ControlLimits, rng: Chooser) -> tuple[str, str]:
         raise _Refused("expected 'Name: Value'")
     name = name.strip()
     _check_text(raw, "the header")
-    if not _TOKEN.fullmatch(name):
+    if not TOKEN.fullmatch(name):
         raise _Refused(f"{name!r} is not a valid header name (an HTTP token: letters, digits and !#$%&'*+.^_`|~-)")
     if name.lower() in FORBIDDEN_HEADERS:
         raise _Refused(
@@ -256,7 +241,7 @@ def _cookie_pair(raw: str) -> tuple[str, str, list[str]]:
     name, value = name.strip(), value.strip()
     if not sep:
         raise _Refused("expected 'name=value' optionally followed by '; Path=/; Max-Age=60; HttpOnly; Secure; SameSite=Lax'")
-    if not _TOKEN.fullmatch(name):
+    if not TOKEN.fullmatch(name):
         raise _Refused(f"{name!r} is not a valid cookie name (RFC 6265: an HTTP token)")
     if not _COOKIE_VALUE.fullmatch(value):
         raise _Refused(
@@ -315,7 +300,7 @@ def _delete_cookie(raw: str, limits: ControlLimits, rng: Chooser) -> str:
     _check_cookie_text(raw)
     first, *attrs = raw.split(";")
     name = first.partition("=")[0].strip()  # "sid" and "sid=" both name the cookie
-    if not _TOKEN.fullmatch(name):
+    if not TOKEN.fullmatch(name):
         raise _Refused(f"{name!r} is not a valid cookie name (RFC 6265: an HTTP token)")
     # Only the attributes that select which cookie to expire are kept.
     kept = [a for a in _cookie_attrs(attrs) if a.split("=")[0] in ("Path", "Domain", "Secure", "SameSite", "Partitioned")]
@@ -346,7 +331,7 @@ def _body(raw: str, limits: ControlLimits, rng: Chooser) -> str:
 def _content_type(raw: str, limits: ControlLimits, rng: Chooser) -> str:
     _check_text(raw, "the content type")
     value = raw.strip()
-    if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+/[!#$%&'*+.^_`|~0-9A-Za-z-]+(\s*;.*)?", value):
+    if not _MEDIA_TYPE.fullmatch(value):
         raise _Refused("expected a media type like text/html or application/json; charset=utf-8")
     return value
 
@@ -358,13 +343,30 @@ def _format(raw: str, limits: ControlLimits, rng: Chooser) -> str:
     return value
 
 
-_PARSERS = {
-    "_status": _status,
-    "_header": _header,
-    "_cookie": _cookie,
-    "_delete_cookie": _delete_cookie,
-    "_delay": _delay,
-    "_body": _body,
-    "_content_type": _content_type,
-    "_format": _format,
-}
+@dataclass(frozen=True)
+class Control:
+    """One control: its query parameter, the request header that carries it when
+    the URL is fixed, its parser, and whether it may be given more than once."""
+
+    param: str
+    header: str
+    parse: Callable[[str, ControlLimits, Chooser], Any]
+    repeatable: bool = False
+    # X-Echo-* header lines sent twice arrive joined by ", "; where they come apart.
+    split: re.Pattern[str] | None = None
+
+
+# One row per control; a new control is one more row.
+CONTROLS: dict[str, Control] = {control.param: control for control in (
+    Control("_status", "X-Echo-Status", _status),
+    Control("_header", "X-Echo-Header", _header, repeatable=True, split=_SPLIT_HEADERS),
+    Control("_cookie", "X-Echo-Cookie", _cookie, repeatable=True, split=_SPLIT_COOKIES),
+    Control("_delete_cookie", "X-Echo-Delete-Cookie", _delete_cookie, repeatable=True, split=_SPLIT_COOKIES),
+    Control("_delay", "X-Echo-Delay", _delay),
+    Control("_body", "X-Echo-Body", _body),
+    Control("_content_type", "X-Echo-Content-Type", _content_type),
+    Control("_format", "X-Echo-Format", _format),
+)}
+# Each control's request header, and the control of each (lowercase) header.
+CONTROL_HEADERS: dict[str, str] = {control.param: control.header for control in CONTROLS.values()}
+_BY_HEADER = {control.header.lower(): control for control in CONTROLS.values()}

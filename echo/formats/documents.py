@@ -142,7 +142,7 @@ def request_document(record: RequestRecord) -> dict[str, Any]:
 
 def echo_document(record: RequestRecord, controls: dict[str, Any]) -> dict[str, Any]:
     doc = request_document(record)
-    doc["controls"] = controls
+    doc["controls"] = dict(controls)
     return doc
 
 
@@ -175,7 +175,7 @@ def exchange_document(exchange: Exchange, bodies: bool = True) -> dict[str, Any]
     response: dict[str, Any] = {
         "status": exchange.response.status,
         "headers": [[name, value] for name, value in exchange.response.headers],
-        "controls": exchange.controls,
+        "controls": dict(exchange.controls),
     }
     if bodies:
         response["body"] = response_body(exchange)

@@ -74,7 +74,7 @@ def exchange_to_bytes(exchange: Exchange) -> bytes:
             "content_type": response.content_type,
             "truncated": response.truncated,
         },
-        "controls": exchange.controls,
+        "controls": dict(exchange.controls),
         "duration_ms": exchange.duration_ms,
     }
     try:

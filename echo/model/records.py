@@ -14,6 +14,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field, fields
+from collections.abc import Mapping
 from typing import Any
 
 Pairs = tuple[tuple[str, str], ...]
@@ -128,7 +129,7 @@ class Exchange:
 
     request: RequestRecord
     response: ResponseRecord
-    controls: dict[str, Any]
+    controls: Mapping[str, Any]  # the `controls` of the echo document: what was applied
     duration_ms: float
 
     @property
