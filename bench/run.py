@@ -43,9 +43,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 BENCH = Path(__file__).resolve().parent
 HTTPBIN_VENV = BENCH / ".venv-httpbin"
@@ -567,7 +567,7 @@ def report(results: list[Result], rss: dict[str, float] | None, labels: dict[str
         on, off = by.get(("echo", load)), by.get(("echo-nohistory", load))
         if not on or not off or len(on.samples) != len(off.samples):
             return []
-        return [getattr(a, what) / getattr(b, what) for a, b in zip(on.samples, off.samples) if getattr(b, what)]
+        return [getattr(a, what) / getattr(b, what) for a, b in zip(on.samples, off.samples, strict=True) if getattr(b, what)]
 
     def as_cost(value: float, what: str) -> float:
         # Fewer req/s and more CPU per request are both a positive cost.

@@ -18,7 +18,6 @@ from markupsafe import Markup
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
-from .answer.controls import ControlLimits
 from .capture.request import CaptureLimits
 from .config import Settings, load_settings
 from .formats.render import highlight_html
@@ -96,7 +95,7 @@ def create_app(config: Mapping[str, Any] | Settings | None = None, environ: Mapp
 
     page = app.jinja_env.get_template("echo.html")
 
-    def render_echo_html(record: RequestRecord, controls: dict[str, Any], pretty: bytes) -> bytes:
+    def render_echo_html(record: RequestRecord, controls: Mapping[str, Any], pretty: bytes) -> bytes:
         html = page.render(
             record=record,
             document=Markup(highlight_html(pretty.decode("utf-8"), "application/json")),

@@ -151,7 +151,7 @@ def raw_request(port: int, data: bytes, timeout: float = 10, read_all: bool = Tr
         while True:
             try:
                 chunk = sock.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 break
             if not chunk:
                 break

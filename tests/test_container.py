@@ -407,7 +407,7 @@ class Served:
         self.argv, self.env, self.cwd, self.port = argv, env, cwd, port
         self.log = cwd / f"server-{port}.log"
 
-    def __enter__(self) -> "Served":
+    def __enter__(self) -> Served:
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=self.cwd)
         deadline = time.monotonic() + START_SECONDS

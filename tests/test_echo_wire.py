@@ -177,9 +177,9 @@ def test_every_answer_carries_x_echo_id(live_server: EchoServer) -> None:
 
 def test_repeated_headers_and_cookies_are_separate_lines(live_server: EchoServer) -> None:
     raw = raw_request(live_server.port, (
-        "GET /h?_header=X-Multi:%20one&_header=X-Multi:%20two"
-        "&_cookie=sid%3Dabc%3B%20Path%3D%2F%3B%20Max-Age%3D60%3B%20HttpOnly%3B%20Secure%3B%20SameSite%3DLax"
-        "&_delete_cookie=old HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").encode())
+        b"GET /h?_header=X-Multi:%20one&_header=X-Multi:%20two"
+        b"&_cookie=sid%3Dabc%3B%20Path%3D%2F%3B%20Max-Age%3D60%3B%20HttpOnly%3B%20Secure%3B%20SameSite%3DLax"
+        b"&_delete_cookie=old HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
     status, headers, body = split_response(raw)
     assert status == 200
     assert [v for k, v in headers if k == "X-Multi"] == ["one", "two"]

@@ -18,7 +18,8 @@ import urllib.error
 import urllib.request
 import uuid
 import zlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 

@@ -12,8 +12,9 @@ from urllib.parse import quote
 
 import pytest
 
-from support import call, raw_request, split_response
 from echo.answer.controls import ControlError, ResponsePlan, plan
+
+from support import call, raw_request, split_response
 
 HUGE_YEARS = [
     "Fri, 31 Dec 9999 23:59:59 -1200",  # fine as given, the year 10000 in UTC

@@ -23,10 +23,11 @@ from urllib.parse import quote as url_quote
 
 import pytest
 
-from support import need, raw_request
 from echo.formats import curl
 from echo.formats.har import har_chunks, set_cookie
 from echo.model.records import Exchange, RequestRecord, ResponseRecord
+
+from support import need, raw_request
 
 FRAMING = {"connection", "content-length", "transfer-encoding", "expect"}
 UA = ("User-Agent", "hostile/1.0")

@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 import pytest
+
 from support import call
 
 USER_PASS = "admin:s3cret-pass"

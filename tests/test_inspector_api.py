@@ -11,10 +11,11 @@ from __future__ import annotations
 import base64
 import json
 import re
+from collections.abc import Iterator
 from contextlib import closing
 from html.parser import HTMLParser
 from http.client import HTTPConnection
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 

@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 import urllib.parse
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from werkzeug.test import EnvironBuilder

@@ -13,8 +13,8 @@ import json
 import math
 import re
 import shutil
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 import pytest
 

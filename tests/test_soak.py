@@ -14,7 +14,8 @@ import json
 import random
 import threading
 import zlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 from urllib.parse import quote
 
 import pytest

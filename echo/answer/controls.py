@@ -11,12 +11,12 @@ from __future__ import annotations
 import math
 import random
 import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timezone
 from email.utils import parsedate_to_datetime
-from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from ..config import MAX_DELAY_SECONDS
 from ..model.http import FRAMING_HEADERS, TOKEN, TOKEN_CHARS
@@ -60,7 +60,16 @@ _NO_CONTROLS: Mapping[str, Any] = MappingProxyType({"status": 200, "headers": ()
 
 
 class Chooser(Protocol):
-    def choices(self, population: list[int], weights: list[int], k: int = 1) -> list[int]: ...
+    """What `random` offers and a test can replace: a weighted pick."""
+
+    def choices(
+        self,
+        population: Sequence[int],
+        weights: Sequence[float] | None = None,
+        *,
+        cum_weights: Sequence[float] | None = None,
+        k: int = 1,
+    ) -> list[int]: ...
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,6 @@ from ..model.http import escape_target
 from ..model.records import RequestRecord
 from ..model.redact import REDACTED
 
-
 # Headers curl derives from the URL and the body; sending them again would
 # duplicate or contradict what it computes.
 _DERIVED = frozenset({"host", "content-length", "transfer-encoding", "connection"})

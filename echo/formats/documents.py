@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -140,13 +141,13 @@ def request_document(record: RequestRecord) -> dict[str, Any]:
     }
 
 
-def echo_document(record: RequestRecord, controls: dict[str, Any]) -> dict[str, Any]:
+def echo_document(record: RequestRecord, controls: Mapping[str, Any]) -> dict[str, Any]:
     doc = request_document(record)
     doc["controls"] = dict(controls)
     return doc
 
 
-def echo_json(record: RequestRecord, controls: dict[str, Any]) -> bytes:
+def echo_json(record: RequestRecord, controls: Mapping[str, Any]) -> bytes:
     """The echo answer's bytes; history rebuilds them with this same function."""
     return dumps(echo_document(record, controls)) + b"\n"
 

@@ -9,9 +9,10 @@ field starting with an underscore (HAR's rule for custom fields) or in a
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from ..model.http import status_line
 from ..model.records import Exchange

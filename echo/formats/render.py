@@ -33,17 +33,19 @@ def _mimetype(content_type: str | None) -> str:
 
 
 def _lexer_for(content_type: str | None) -> Lexer:
+    # Typed variables: pygments' stubs type its lexer classes' instances as Any.
     mimetype = _mimetype(content_type)
+    lexer: Lexer
     if is_json_type(mimetype):
-        return JsonLexer()
-    if mimetype == "application/x-www-form-urlencoded":
-        return TextLexer()
-    if mimetype.endswith("+xml"):
-        mimetype = "application/xml"
-    try:
-        return get_lexer_for_mimetype(mimetype) if mimetype else TextLexer()
-    except ClassNotFound:
-        return TextLexer()
+        lexer = JsonLexer()
+    elif mimetype == "application/x-www-form-urlencoded" or not mimetype:
+        lexer = TextLexer()
+    else:
+        try:
+            lexer = get_lexer_for_mimetype("application/xml" if mimetype.endswith("+xml") else mimetype)
+        except ClassNotFound:
+            lexer = TextLexer()
+    return lexer
 
 
 def pretty_text(text: str, content_type: str | None) -> str:
@@ -85,8 +87,9 @@ def pygments_css() -> str:
     Each style's rules apply only in its scheme: a class the dark style leaves
     undefined must not keep the light style's colour on a dark background.
     """
-    light = HtmlFormatter(style=LIGHT_STYLE).get_style_defs(".hl")
-    dark = HtmlFormatter(style=DARK_STYLE).get_style_defs(".hl")
+    # get_style_defs is untyped in pygments' stubs.
+    light = HtmlFormatter(style=LIGHT_STYLE).get_style_defs(".hl")  # type: ignore[no-untyped-call]
+    dark = HtmlFormatter(style=DARK_STYLE).get_style_defs(".hl")  # type: ignore[no-untyped-call]
     return (
         f"@media (prefers-color-scheme: light) {{\n{light}\n}}\n"
         f"@media (prefers-color-scheme: dark) {{\n{dark}\n}}\n"

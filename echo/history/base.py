@@ -11,7 +11,7 @@ import abc
 import re
 from dataclasses import dataclass
 
-from ..model.records import ID_PATTERN, Exchange
+from ..model.records import Exchange
 
 STATUS_FILTER = re.compile(r"([1-5])(?:xx|XX)|([1-5]\d\d)")
 # A page of the API list: large enough for a screenful, small enough to stay fast.
@@ -85,5 +85,5 @@ class Store(abc.ABC):
     def health(self) -> Health:
         """Whether the store answers now."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional: most backends hold nothing to release
         """Release connections; the default has none."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -32,7 +33,7 @@ class Packed:
     content: bytes | None
     response_body: bytes | None
     json: Any
-    controls: dict[str, Any]
+    controls: Mapping[str, Any]
 
 
 def pack(exchange: Exchange) -> Packed | Exchange:

@@ -32,8 +32,10 @@ keep answering" and the inspector into a 503.
 
 from __future__ import annotations
 
+import functools
 import logging
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
@@ -304,7 +306,7 @@ class RedisStore(Store):
         while len(found) < query.limit:
             want = min(query.limit - len(found), FETCH_PER_CALL)
             args = [*self._common(), upper, want, SCAN_PER_CALL, *filters]
-            reply = self._call("list", lambda: self._page(keys=[self._index], args=args))
+            reply = self._call("list", functools.partial(self._page, keys=[self._index], args=args))
             cursor = reply[0]
             for i in range(1, len(reply) - 1, 2):
                 exchange = self._decode(reply[i], reply[i + 1])

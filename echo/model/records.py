@@ -13,8 +13,8 @@ import os
 import re
 import threading
 import time
-from dataclasses import dataclass, field, fields
 from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 Pairs = tuple[tuple[str, str], ...]

@@ -17,7 +17,8 @@ import logging
 import re
 import sys
 import threading
-from typing import Callable, TextIO
+from collections.abc import Callable
+from typing import TextIO
 
 from ..formats.documents import iso_time
 from ..formats.render import highlight_terminal, pretty_text

@@ -68,7 +68,7 @@ class Metrics:
             "# HELP echo_request_duration_seconds Time from arrival to answer built.",
             "# TYPE echo_request_duration_seconds histogram",
         ]
-        out += [f'echo_request_duration_seconds_bucket{{le="{b!r}"}} {n}' for b, n in zip(LATENCY_BUCKETS, buckets)]
+        out += [f'echo_request_duration_seconds_bucket{{le="{b!r}"}} {n}' for b, n in zip(LATENCY_BUCKETS, buckets, strict=True)]
         out += [
             f'echo_request_duration_seconds_bucket{{le="+Inf"}} {count}',
             f"echo_request_duration_seconds_sum {total!r}",

@@ -12,7 +12,8 @@ import dataclasses
 import logging
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..history import Store, StoreError
 from ..model.records import JSON_FROM_BODY, Exchange, Pairs

@@ -12,6 +12,7 @@ import hashlib
 import logging
 import socket
 import time
+from collections.abc import Mapping
 from typing import Any, Callable, Iterable
 
 from werkzeug.datastructures import MIMEAccept
@@ -84,7 +85,7 @@ class EchoHandler:
         self,
         settings: Settings,
         recorder: Recorder,
-        render_html: Callable[[RequestRecord, dict[str, Any], bytes], bytes],
+        render_html: Callable[[RequestRecord, Mapping[str, Any], bytes], bytes],
         ids: IdSource | None = None,
     ) -> None:
         self.capture_limits = CaptureLimits.from_settings(settings)
@@ -107,7 +108,7 @@ class EchoHandler:
         began = time.perf_counter()
         record = capture(environ, self.capture_limits, self.ids)
         origin = environ.get("HTTP_ORIGIN") if self.cors else None
-        controls: dict[str, Any] = {}
+        controls: Mapping[str, Any] = {}
         rebuildable = False  # the echo JSON is rebuilt from the record on read, not stored twice
 
         if record.too_large:
@@ -159,7 +160,7 @@ class EchoHandler:
         return [sent] if sent else []
 
     def _answer(
-        self, record: RequestRecord, decided: ResponsePlan, controls: dict[str, Any], environ: dict[str, Any]
+        self, record: RequestRecord, decided: ResponsePlan, controls: Mapping[str, Any], environ: dict[str, Any]
     ) -> tuple[int, Headers, bytes, bool]:
         caller_type = decided.content_type
         if decided.body is not None:
