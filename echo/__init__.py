@@ -88,5 +88,6 @@ def create_app(config: Mapping[str, Any] | None = None, environ: Mapping[str, st
 
     echo = EchoHandler(settings, recorder, render_echo_html)
     app.extensions["echo.handler"] = echo
+    app.extensions["echo.held"] = echo.held  # the CLI ends every hold when it stops
     app.wsgi_app = EchoDispatch(app.wsgi_app, echo, prefix)  # type: ignore[method-assign]
     return app

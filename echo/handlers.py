@@ -22,6 +22,7 @@ from .capture import EMPTY_SHA256, CaptureLimits, capture
 from .config import Settings
 from .controls import DEFAULT_BODY_TYPE, ControlError, ControlLimits, ResponsePlan, plan
 from .documents import dumps, echo_document, echo_json, error_document
+from .held import RETRY_AFTER_SECONDS, HeldBudget
 from .observer import Recorder
 from .records import Exchange, IdSource, RequestRecord, ResponseRecord
 
@@ -48,14 +49,16 @@ _CSP_HEADER = {csp: ("Content-Security-Policy", csp) for csp in (PAGE_CSP, SANDB
 DELAY_TICK_SECONDS = 0.05
 
 
-def _wait(seconds: float, environ: dict[str, Any]) -> None:
+def _wait(seconds: float, environ: dict[str, Any], held: HeldBudget) -> None:
     """Sleep out a _delay, but stop once the caller has closed its connection:
-    a worker must not wait for no one while other callers queue."""
+    a worker must not wait for no one while other callers queue. A stopping
+    server ends the wait at once, so the answer still goes out before exit."""
     deadline = time.monotonic() + seconds
     while (left := deadline - time.monotonic()) > 0:
         if _caller_left(environ):
             return
-        time.sleep(min(left, DELAY_TICK_SECONDS))
+        if held.pause(min(left, DELAY_TICK_SECONDS)):
+            return
 
 
 def _caller_left(environ: dict[str, Any]) -> bool:
@@ -107,6 +110,7 @@ class EchoHandler:
         recorder: Recorder,
         render_html: Callable[[RequestRecord, dict[str, Any], bytes], bytes],
         ids: IdSource | None = None,
+        held: HeldBudget | None = None,
     ) -> None:
         self.capture_limits = CaptureLimits.from_settings(settings)
         self.control_limits = ControlLimits(max_delay=settings.max_delay)
@@ -114,6 +118,7 @@ class EchoHandler:
         self.recorder = recorder
         self.render_html = render_html
         self.ids = ids or IdSource()
+        self.held = held if held is not None else HeldBudget(settings.held_limit)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         try:
@@ -148,9 +153,20 @@ class EchoHandler:
                 ))
             else:
                 controls = decided.summary()
-                if decided.delay:
-                    _wait(decided.delay, environ)
-                status, headers, body, rebuildable = self._answer(record, decided, controls, environ)
+                if decided.delay and not self.held.acquire():
+                    status, headers, body = self._error(503, error_document(
+                        "too many requests are waiting (_delay) already; try again shortly",
+                        limit=self.held.limit,
+                        setting="--max-held",
+                    ))
+                    headers.append(("Retry-After", str(RETRY_AFTER_SECONDS)))
+                else:
+                    if decided.delay:
+                        try:
+                            _wait(decided.delay, environ, self.held)
+                        finally:
+                            self.held.release()
+                    status, headers, body, rebuildable = self._answer(record, decided, controls, environ)
 
         headers.append(("X-Echo-Id", record.id))
         if origin:
