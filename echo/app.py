@@ -18,6 +18,8 @@ from markupsafe import Markup
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
+from .answer.controls import ControlLimits
+from .answer.held import HeldBudget
 from .capture.request import CaptureLimits
 from .config import Settings, load_settings
 from .formats.render import highlight_html
@@ -77,6 +79,7 @@ def create_app(config: Mapping[str, Any] | Settings | None = None, environ: Mapp
         store=store,
         recorder=recorder,
         metrics=metrics,
+        held=HeldBudget(settings.held_limit),
         options=InspectorOptions(
             prefix=prefix, ui_auth=settings.ui_auth, history=settings.history, metrics=not settings.no_metrics
         ),
@@ -103,7 +106,14 @@ def create_app(config: Mapping[str, Any] | Settings | None = None, environ: Mapp
         )
         return html.encode("utf-8")
 
-    echo = EchoHandler(settings, recorder, render_echo_html)
+    echo = EchoHandler(
+        capture_limits=capture_limits(settings),
+        control_limits=ControlLimits(max_delay=settings.max_delay),
+        cors=not settings.no_cors,
+        recorder=recorder,
+        render_html=render_echo_html,
+        held=found.held,
+    )
     found.echo = echo
     app.wsgi_app = EchoDispatch(app.wsgi_app, echo, prefix)  # type: ignore[method-assign]
     return app

@@ -10,21 +10,30 @@ import argparse
 import gc
 import logging
 import os
+import resource
 import signal
 import sys
 import threading
+import time
 from typing import Any, NoReturn, Sequence
 
 from waitress import wasyncore
 
 from .version import __version__
 from .config import SETTINGS, ConfigError, Settings, load_settings
+from .web.serving import drain, install
 
 # waitress refuses bodies past this on its own (plain 413, not recorded); up to
 # it the echo reads, counts and records an over-limit body before its JSON 413.
 WAITRESS_BODY_FACTOR = 4
-# Threads still busy (a long _delay) get this long after SIGTERM.
-SHUTDOWN_GRACE_SECONDS = 2.0
+# After SIGTERM every request already received is answered (delays cut short)
+# for at most this long, then threads still busy get the rest of the budget:
+# the contract is a stop within 5 s.
+DRAIN_SECONDS = 3.0
+SHUTDOWN_GRACE_SECONDS = 0.5
+# File descriptors beyond --connection-limit: listening sockets, the wake-up
+# pipe, the store's connections, temporary files of large bodies, logs.
+DESCRIPTOR_HEADROOM = 64
 
 
 class _Parser(argparse.ArgumentParser):
@@ -42,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     for setting in SETTINGS:
         default = setting.default
         shown = ",".join(default) if isinstance(default, tuple) else default
+        if default is None:
+            shown = "auto"  # worked out from other settings (see the help text)
         text = f"{setting.help} [env {setting.env}; default {shown!r}]"
         if setting.metavar is None:
             parser.add_argument(setting.flag, dest=setting.name, action="store_const", const=True, default=None,
@@ -82,12 +93,29 @@ def _listen_urls(server: Any, settings: Settings) -> tuple[str, str]:
     return f"{base}/", f"{base}{settings.ui_prefix}"
 
 
+def _fit_descriptors(connections: int) -> str | None:
+    """Raise the open-file limit to fit --connection-limit; the reason when it cannot be."""
+    need = connections + DESCRIPTOR_HEADROOM
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return None
+    if hard != resource.RLIM_INFINITY and hard < need:
+        return (f"--connection-limit {connections} needs {need} open files, and this process may open "
+                f"at most {hard} (ulimit -n): lower --connection-limit or raise the limit")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     environ = dict(os.environ)
     try:
         settings = parse(argv, environ)
     except ConfigError as exc:
         print(f"echo-server: error: {exc}", file=sys.stderr)
+        return 2
+    problem = _fit_descriptors(settings.connection_limit)
+    if problem:
+        print(f"echo-server: error: {problem}", file=sys.stderr)
         return 2
     _configure_logging()
 
@@ -122,6 +150,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Keep X-Forwarded-* visible in the echo unless a proxy is trusted.
         "clear_untrusted_proxy_headers": False,
         "asyncore_use_poll": True,
+        "channel_timeout": settings.channel_timeout,
+        # waitress looks for idle connections only this often; a quarter of the
+        # timeout closes one within 1.25 x --channel-timeout.
+        "cleanup_interval": max(1, min(30, settings.channel_timeout // 4)),
     }
     if settings.trusted_proxy:
         options["trusted_proxy"] = settings.trusted_proxy
@@ -139,17 +171,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     gc.freeze()
 
     stopping = threading.Event()
+    stopped_at: list[float] = []
 
     def stop(signum: int, frame: Any) -> None:
         # Only a flag: an exception raised here surfaces wherever the main thread
         # happens to be, and inside a waitress channel handler it is swallowed
         # ("uncaptured python exception, closing channel") and serving goes on.
+        if not stopped_at:
+            stopped_at.append(time.monotonic())
         stopping.set()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     # TcpWSGIServer keeps its sockets in _map, MultiSocketServer (several listen addresses) in map.
     sockets = getattr(server, "map", None) or server._map
+    install(sockets, settings.max_header, settings.connection_limit)
+    held = services(app).held
     try:
         echo_url, ui_url = _listen_urls(server, settings)
         print(f"Echo {__version__} listening on {echo_url} - inspector at {ui_url} "
@@ -158,7 +195,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             # One poll at a time, each at most asyncore_loop_timeout (1 s), so a stop is seen within that.
             wasyncore.loop(timeout=server.adj.asyncore_loop_timeout, use_poll=server.adj.asyncore_use_poll,
                            map=sockets, count=1)
+        # Stop accepting, end every delay now, and answer what has arrived.
+        held.stop()
+        began = stopped_at[0] if stopped_at else time.monotonic()
+        left = drain(sockets, began + DRAIN_SECONDS)
+        if left:
+            logging.getLogger("echo").warning("stopping with %d connection(s) still unanswered", left)
     finally:
+        held.stop()
         server.task_dispatcher.shutdown(cancel_pending=True, timeout=SHUTDOWN_GRACE_SECONDS)
         server.close()
         store.close()

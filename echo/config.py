@@ -44,7 +44,20 @@ MAX_FORM_PARTS = 1000
 
 # Worker threads. Each `_delay` holds one thread for its duration, so a few more
 # than waitress's default of 4 keep delayed requests from starving the others.
+# Throughput does not grow past 8: wrk -t2 -c32 -d3s on GET /bench, 2 cores,
+# three rounds: 4 threads 1.9-3.1k req/s, 8 threads 2.4-4.6k, 16 threads 3.2-4.6k.
 THREADS = 8
+
+# Client connections open at once. waitress's own 100 let 110 idle sockets lock
+# everyone out; an idle connection costs a file descriptor and a few KiB, so a
+# thousand is cheap (the start raises the process's descriptor limit to fit, or
+# refuses to start).
+CONNECTION_LIMIT = 1000
+
+# Seconds a connection may sit idle (no request in progress) before it is
+# closed. waitress's 120 s let idle sockets keep their slots for two minutes;
+# 30 s is longer than any keep-alive pool waits between a test's requests.
+CHANNEL_TIMEOUT_SECONDS = 30
 
 LOG_FORMATS = ("text", "json", "pretty", "off")
 
@@ -75,6 +88,13 @@ def _seconds(raw: str) -> float:
     if not math.isfinite(value) or value < 0:
         raise ConfigError(f"{raw!r} must be a finite number of seconds, 0 or more")
     return value
+
+
+def _held(raw: str) -> int | None:
+    # "auto" (the default) is --threads minus 2, at least 1: see Settings.held_limit.
+    if str(raw).strip().lower() == "auto":
+        return None
+    return _int(0, 1024)(raw)
 
 
 def _bool(raw: str | bool) -> bool:
@@ -159,6 +179,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("host", _host, "127.0.0.1", "address to bind (the container image uses 0.0.0.0)", "HOST"),
     Setting("port", _int(0, 65535), 8080, "port to bind; 0 picks a free one", "PORT"),
     Setting("threads", _int(1, 1024), THREADS, "worker threads; each _delay holds one while it waits", "N"),
+    Setting("max_held", _held, None, "requests that may hold a worker while they wait (_delay); one more gets 503 with Retry-After; at most --threads minus 1; auto is --threads minus 2, at least 1", "N"),
+    Setting("connection_limit", _int(1, 1_000_000), CONNECTION_LIMIT, "client connections open at once; more wait unaccepted until one closes", "N"),
+    Setting("channel_timeout", _int(1, 86_400), CHANNEL_TIMEOUT_SECONDS, "seconds an idle connection is kept open", "SECONDS"),
     Setting("history", _int(0), HISTORY_LIMIT, "exchanges kept in history; 0 turns recording off", "N"),
     Setting("history_ttl", _seconds, 0.0, "seconds an exchange is kept in a Redis store; 0 keeps it until --history pushes it out", "SECONDS"),
     Setting("store", _store, "memory://", "history store: memory:// or redis://[:password@]host:port/db (rediss:// for TLS)", "URL"),
@@ -190,6 +213,9 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     threads: int = THREADS
+    max_held: int | None = None
+    connection_limit: int = CONNECTION_LIMIT
+    channel_timeout: int = CHANNEL_TIMEOUT_SECONDS
     history: int = HISTORY_LIMIT
     history_ttl: float = 0.0
     store: str = "memory://"
@@ -210,6 +236,13 @@ class Settings:
     trusted_proxy: str = ""
     log: str = "text"
 
+    @property
+    def held_limit(self) -> int:
+        """--max-held, or by default two workers kept free for health, the inspector and echoes."""
+        if self.max_held is not None:
+            return self.max_held
+        return max(1, self.threads - 2)
+
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)
 
@@ -219,9 +252,11 @@ def load_settings(
 ) -> Settings:
     """Defaults, then ``ECHO_*`` variables, then overrides; raise ConfigError on bad input."""
     values: dict[str, Any] = {}
+    where: dict[str, str] = {}  # which variable or flag set a value, for the error line
     for setting in SETTINGS:
         if environ is not None and setting.env in environ:
             values[setting.name] = _convert(setting, environ[setting.env], setting.env)
+            where[setting.name] = setting.env
     for name, raw in (overrides or {}).items():
         setting = SETTINGS_BY_NAME.get(name)
         if setting is None:
@@ -229,7 +264,20 @@ def load_settings(
         if raw is None:
             continue
         values[name] = _convert(setting, raw, setting.flag)
-    return Settings(**values)
+        where[name] = setting.flag
+    settings = Settings(**values)
+    _check_held(settings, where.get("max_held", "--max-held"))
+    return settings
+
+
+def _check_held(settings: Settings, where: str) -> None:
+    # A held request keeps its worker; at least one must stay free for health
+    # checks and the inspector. One thread has no worker to spare, so there a
+    # delay may hold the only one (the default of 1 says so).
+    most = max(1, settings.threads - 1)
+    if settings.max_held is not None and settings.max_held > most:
+        raise ConfigError(f"{where}: {settings.max_held} holders leave no worker free for the others: "
+                          f"must be at most --threads minus 1 ({most})")
 
 
 def _convert(setting: Setting, raw: Any, where: str) -> Any:

@@ -18,12 +18,12 @@ from typing import Any, Callable, Iterable
 from werkzeug.datastructures import MIMEAccept
 from werkzeug.http import parse_accept_header
 
-from ..config import Settings
 from ..answer.controls import DEFAULT_BODY_TYPE, ControlError, ControlLimits, ResponsePlan, plan
 from ..capture.request import EMPTY_SHA256, CaptureLimits, capture
 from ..formats.documents import dumps, echo_document, echo_json, error_document
 from ..model.http import HTML_TYPE, JSON_TYPE, PAGE_CSP, SANDBOX_CSP, status_line, wire
 from ..model.records import Exchange, IdSource, RequestRecord, ResponseRecord
+from ..answer.held import RETRY_AFTER_SECONDS, HeldBudget
 from ..observe.recorder import Recorder
 from .cors import Headers, cors_headers, is_preflight, preflight_headers
 
@@ -42,14 +42,16 @@ _CSP_HEADER = {csp: ("Content-Security-Policy", csp) for csp in (PAGE_CSP, SANDB
 DELAY_TICK_SECONDS = 0.05
 
 
-def _wait(seconds: float, environ: dict[str, Any]) -> None:
+def _wait(seconds: float, environ: dict[str, Any], held: HeldBudget) -> None:
     """Sleep out a _delay, but stop once the caller has closed its connection:
-    a worker must not wait for no one while other callers queue."""
+    a worker must not wait for no one while other callers queue. A stopping
+    server ends the wait at once, so the answer still goes out before exit."""
     deadline = time.monotonic() + seconds
     while (left := deadline - time.monotonic()) > 0:
         if _caller_left(environ):
             return
-        time.sleep(min(left, DELAY_TICK_SECONDS))
+        if held.pause(min(left, DELAY_TICK_SECONDS)):
+            return
 
 
 def _caller_left(environ: dict[str, Any]) -> bool:
@@ -81,19 +83,26 @@ def _body_headers(body: bytes, csp: str) -> Headers:
 
 
 class EchoHandler:
+    """The echo's WSGI app; it gets its limits as plain values from `create_app`."""
+
     def __init__(
         self,
-        settings: Settings,
+        *,
+        capture_limits: CaptureLimits,
+        control_limits: ControlLimits,
+        cors: bool,
         recorder: Recorder,
         render_html: Callable[[RequestRecord, Mapping[str, Any], bytes], bytes],
+        held: HeldBudget,
         ids: IdSource | None = None,
     ) -> None:
-        self.capture_limits = CaptureLimits.from_settings(settings)
-        self.control_limits = ControlLimits(max_delay=settings.max_delay)
-        self.cors = not settings.no_cors
+        self.capture_limits = capture_limits
+        self.control_limits = control_limits
+        self.cors = cors
         self.recorder = recorder
         self.render_html = render_html
         self.ids = ids or IdSource()
+        self.held = held
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         try:
@@ -128,9 +137,20 @@ class EchoHandler:
                 ))
             else:
                 controls = decided.summary()
-                if decided.delay:
-                    _wait(decided.delay, environ)
-                status, headers, body, rebuildable = self._answer(record, decided, controls, environ)
+                if decided.delay and not self.held.acquire():
+                    status, headers, body = self._error(503, error_document(
+                        "too many requests are waiting (_delay) already; try again shortly",
+                        limit=self.held.limit,
+                        setting="--max-held",
+                    ))
+                    headers.append(("Retry-After", str(RETRY_AFTER_SECONDS)))
+                else:
+                    if decided.delay:
+                        try:
+                            _wait(decided.delay, environ, self.held)
+                        finally:
+                            self.held.release()
+                    status, headers, body, rebuildable = self._answer(record, decided, controls, environ)
 
         headers.append(("X-Echo-Id", record.id))
         if origin:

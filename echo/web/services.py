@@ -13,6 +13,7 @@ from typing import Any, cast
 
 from flask import Flask, current_app
 
+from ..answer.held import HeldBudget
 from ..history import Store
 from ..observe.metrics import Metrics
 from ..observe.recorder import Recorder
@@ -39,6 +40,7 @@ class Services:
     store: Store
     recorder: Recorder
     metrics: Metrics
+    held: HeldBudget  # workers held waiting (delays now; waits and streams later), ended by the CLI on stop
     options: InspectorOptions
     echo: Any = None  # the echo's WSGI handler, set once it is built
 
