@@ -1,0 +1,151 @@
+"""Hostile request bodies against the real server: parsing is bounded, every page renders, nothing is lost.
+
+Each class of attack found on request capture has its cases here: bodies that
+are cheap to send and were costly to parse (millions of form fields, millions
+of tiny JSON values), bodies whose charset decodes to text no page can encode,
+multi-member gzip, and the wire bytes of a content-coded body. Memory is the
+server process's own peak (VmHWM in /proc/<pid>/status), measured around one
+request on a fresh server.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import socket
+import threading
+import time
+import zlib
+from typing import Any, Iterator
+
+import pytest
+
+from conftest import EchoServer, raw_request, split_response, start_echo
+
+MiB = 1024 * 1024
+ANSWER_TIMEOUT = 30.0
+# Peak growth allowed for one 10 MiB hostile body. Reading it, keeping it and
+# echoing it back costs a few copies of 10 MiB; the attacks cost 500-800 MiB.
+PEAK_GROWTH_MIB = 96
+
+
+def http_request(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]] | None = None,
+                 body: bytes | None = None) -> bytes:
+    """One HTTP/1.1 request as raw bytes, Content-Length added for a body."""
+    lines = [method + b" " + target + b" HTTP/1.1", b"Host: 127.0.0.1", b"Connection: close"]
+    lines += [name + b": " + value for name, value in headers or []]
+    if body is not None:
+        lines.append(b"Content-Length: " + str(len(body)).encode())
+    return b"\r\n".join(lines) + b"\r\n\r\n" + (body or b"")
+
+
+def send(server: EchoServer, data: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send raw bytes; the answer must be one complete HTTP response."""
+    raw = raw_request(server.port, data, timeout=ANSWER_TIMEOUT)
+    assert raw.startswith(b"HTTP/1."), f"no answer (dropped connection?): {raw[:80]!r}"
+    status, header_list, body = split_response(raw)
+    headers = {name.lower(): value for name, value in header_list}
+    if "content-length" in headers:
+        assert len(body) == int(headers["content-length"]), "answer cut short"
+    return status, headers, body
+
+
+def post(server: EchoServer, body: bytes, content_type: bytes, *extra: tuple[bytes, bytes],
+         target: bytes = b"/hostile") -> tuple[int, dict[str, str], bytes]:
+    return send(server, http_request(b"POST", target, [(b"Content-Type", content_type), *extra], body))
+
+
+def strict_json(data: bytes) -> Any:
+    def refuse(name: str) -> Any:
+        raise AssertionError(f"{name} is not JSON")
+    return json.loads(data, parse_constant=refuse)
+
+
+def get(server: EchoServer, path: str, accept: bytes = b"*/*") -> tuple[int, bytes]:
+    status, _, body = send(server, http_request(b"GET", path.encode(), [(b"Accept", accept)]))
+    return status, body
+
+
+def recorded(server: EchoServer, exchange_id: str) -> dict[str, Any]:
+    status, body = get(server, f"/_/api/exchanges/{exchange_id}")
+    assert status == 200, body[:300]
+    return strict_json(body)
+
+
+def peak_growth_mib(server: EchoServer, data: bytes) -> tuple[float, float, tuple[int, dict[str, str], bytes]]:
+    """(peak RSS growth in MiB, seconds, answer) of one request on a warmed-up server."""
+    send(server, http_request(b"POST", b"/warm", [(b"Content-Type", b"application/json")], b'{"warm": [1]}'))
+    before = server.status_field("VmHWM")
+    began = time.monotonic()
+    answer = send(server, data)
+    seconds = time.monotonic() - began
+    return (server.status_field("VmHWM") - before) / 1024, seconds, answer
+
+
+@pytest.fixture
+def fresh() -> Iterator[EchoServer]:
+    """A server of its own: peak memory is per process, so each measurement needs one."""
+    server = start_echo("--log", "off")
+    yield server
+    server.stop()
+
+
+# ---- 1. urlencoded forms: the parse itself is bounded by --max-form-parts -------
+
+FORM = b"application/x-www-form-urlencoded"
+
+
+@pytest.mark.parametrize("piece", [b"a", b"a=", b"=a", b"a=b", b"%61=%62", b"+"], ids=repr)
+def test_ten_mib_of_form_fields_costs_little_memory(fresh: EchoServer, piece: bytes) -> None:
+    body = b"&".join([piece] * (10 * MiB // (len(piece) + 1)))
+    grown, seconds, (status, headers, answer) = peak_growth_mib(fresh, http_request(
+        b"POST", b"/form", [(b"Content-Type", FORM)], body))
+    print(f"form of {body.count(b'&') + 1} fields {piece!r}: peak RSS +{grown:.1f} MiB, {seconds:.2f} s")
+    assert status == 200
+    document = strict_json(answer)
+    assert document["form"] == {}
+    assert any("--max-form-parts" in error for error in document["errors"]), document["errors"]
+    assert document["body"]["size"] == len(body)
+    assert grown < PEAK_GROWTH_MIB, f"peak RSS grew {grown:.1f} MiB"
+
+
+@pytest.mark.parametrize("body", [b"&" * (10 * MiB), b"&=" * (5 * MiB), b"a" * (10 * MiB)], ids=["amps", "amp-eq", "one"])
+def test_degenerate_form_bodies_are_quick(fresh: EchoServer, body: bytes) -> None:
+    # Empty pieces are skipped; they must not cost a Python step each either.
+    grown, seconds, (status, _, answer) = peak_growth_mib(fresh, http_request(
+        b"POST", b"/form", [(b"Content-Type", FORM)], body))
+    print(f"degenerate form {body[:4]!r}...: peak RSS +{grown:.1f} MiB, {seconds:.2f} s")
+    assert status == 200
+    strict_json(answer)
+    assert grown < PEAK_GROWTH_MIB and seconds < 10
+
+
+@pytest.mark.parametrize(("fields", "parsed"), [(5, True), (6, False)])
+def test_form_cut_names_the_limit_at_limit_and_limit_plus_one(echo_server: Any, fields: int, parsed: bool) -> None:
+    server = echo_server("--log", "off", "--max-form-parts", "5")
+    # Empty pieces between fields are not fields: they do not count.
+    body = b"&&".join(b"f%d=v" % i for i in range(fields)) + b"&&&"
+    status, _, answer = post(server, body, FORM)
+    document = strict_json(answer)
+    assert status == 200
+    assert (document["form"] == {f"f{i}": ["v"] for i in range(fields)}) is parsed
+    assert any("--max-form-parts" in error for error in document["errors"]) is not parsed
+    assert document["body"]["text"] == body.decode()
+
+
+def test_four_form_attacks_at_once_stay_bounded(fresh: EchoServer) -> None:
+    body = b"&".join([b"a"] * (5 * MiB))
+    data = http_request(b"POST", b"/form", [(b"Content-Type", FORM)], body)
+    send(fresh, http_request(b"GET", b"/warm"))
+    before = fresh.status_field("VmHWM")
+    statuses: list[int] = []
+    threads = [threading.Thread(target=lambda: statuses.append(send(fresh, data)[0])) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(ANSWER_TIMEOUT * 2)
+    grown = (fresh.status_field("VmHWM") - before) / 1024
+    print(f"four form attacks at once: peak RSS +{grown:.1f} MiB")
+    assert statuses == [200] * 4
+    assert grown < 4 * PEAK_GROWTH_MIB, f"peak RSS grew {grown:.1f} MiB"
