@@ -26,7 +26,7 @@ from werkzeug.http import parse_options_header
 from werkzeug.sansio.http import parse_cookie
 from werkzeug.wsgi import get_input_stream
 
-from .config import MAX_BODY_BYTES, MAX_FORM_PARTS, MAX_JSON_DEPTH, Settings
+from .config import MAX_BODY_BYTES, MAX_FORM_PARTS, MAX_JSON_DEPTH, MAX_JSON_VALUES, Settings
 from .records import FileInfo, IdSource, Pairs, RequestRecord
 
 _READ_CHUNK = 64 * 1024
@@ -48,10 +48,11 @@ class CaptureLimits:
     max_body: int = MAX_BODY_BYTES
     max_json_depth: int = MAX_JSON_DEPTH
     max_form_parts: int = MAX_FORM_PARTS
+    max_json_values: int = MAX_JSON_VALUES
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "CaptureLimits":
-        return cls(settings.max_body, settings.max_json_depth, settings.max_form_parts)
+        return cls(settings.max_body, settings.max_json_depth, settings.max_form_parts, settings.max_json_values)
 
 
 class _JSONRejected(ValueError):
@@ -320,11 +321,11 @@ def _parse_body(
     elif mimetype.startswith("multipart/"):
         form, files = _parse_multipart(data, mimetype, options, limits, errors)
     if _is_json_type(mimetype):
-        parsed = _parse_json(data, limits.max_json_depth, errors, strict=True)
+        parsed = _parse_json(data, limits, errors, strict=True)
     elif mimetype in ("", "text/plain") and data.lstrip()[:1] in (b"{", b"["):
         # Senders that forget the Content-Type still get their JSON parsed;
         # a body that merely looks like JSON is not an error when it is not.
-        parsed = _parse_json(data, limits.max_json_depth, errors, strict=False)
+        parsed = _parse_json(data, limits, errors, strict=False)
     return form, files, parsed
 
 
@@ -375,12 +376,18 @@ def _finite_float(text: str) -> float:
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
 
 
-def _parse_json(data: bytes, max_depth: int, errors: list[str], strict: bool) -> Any:
+def _parse_json(data: bytes, limits: CaptureLimits, errors: list[str], strict: bool) -> Any:
+    max_depth = limits.max_json_depth
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         if strict:
             errors.append("invalid JSON: body is not UTF-8")
+        return None
+    if _json_values_exceed(data, limits.max_json_values):
+        errors.append(
+            f"JSON has more than the limit of {limits.max_json_values} values (--max-json-values); shown in body only"
+        )
         return None
     try:
         value = _DECODER.decode(text)
@@ -399,6 +406,56 @@ def _parse_json(data: bytes, max_depth: int, errors: list[str], strict: bool) ->
         errors.append(f"JSON nested deeper than {max_depth} levels (--max-json-depth); shown in body only")
         return None
     return value
+
+
+# Outside strings, a JSON value is the document itself, the first element of a
+# non-empty array or object, or one after a comma: the count is
+# 1 + commas + openings - empty containers, each counted in C by bytes.count.
+_JSON_OPENINGS = (b"[", b"{")
+_JSON_EMPTY = re.compile(rb"\[[ \t\r\n]*\]|\{[ \t\r\n]*\}")
+# The rest of a string after its opening quote, anchored where it starts, so an
+# unterminated one is scanned once, not once per later quote.
+_JSON_STRING_REST = re.compile(rb'[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+
+
+def _json_values_exceed(data: bytes, limit: int) -> bool:
+    """Whether the JSON text holds more than `limit` values, decided before parsing it.
+
+    Most bodies are settled by the first line: commas and brackets, strings
+    included, bound the count from above. Otherwise strings are skipped one by
+    one (a Python step per string, and valid JSON has at most two strings per
+    counted value, so a body of strings alone stops the scan early too) and the
+    structure between them is counted in C.
+    """
+    if data.count(b",") + data.count(b"[") + data.count(b"{") < limit:
+        return False
+    values = 1
+    strings = 0
+    position = 0
+    while True:
+        quote = data.find(b'"', position)
+        stop = len(data) if quote < 0 else quote
+        while position < stop:
+            # Counted a piece at a time, each cut after a comma (no empty
+            # container holds one), so the count can stop near the limit.
+            cut = data.find(b",", position + _READ_CHUNK, stop)
+            cut = stop if cut < 0 else cut + 1
+            segment = data[position:cut]
+            values += segment.count(b",")
+            if b"[" in segment or b"{" in segment:
+                values += segment.count(b"[") + segment.count(b"{") - _JSON_EMPTY.subn(b"", segment)[1]
+            if values > limit:
+                return True
+            position = cut
+        if quote < 0:
+            return False
+        strings += 1
+        end = _JSON_STRING_REST.match(data, quote + 1)
+        if end is None or strings > 2 * values + 1:
+            # An unterminated string, or more strings than valid JSON can hold
+            # around this many values: the parser stops at or before here.
+            return False
+        position = end.end()
 
 
 def _depth_exceeds(value: Any, max_depth: int) -> bool:

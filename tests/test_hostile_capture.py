@@ -14,6 +14,8 @@ import base64
 import gzip
 import json
 import socket
+import subprocess
+import sys
 import threading
 import time
 import zlib
@@ -21,7 +23,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from conftest import EchoServer, raw_request, split_response, start_echo
+from conftest import ROOT, EchoServer, raw_request, split_response, start_echo
 
 MiB = 1024 * 1024
 ANSWER_TIMEOUT = 30.0
@@ -149,3 +151,95 @@ def test_four_form_attacks_at_once_stay_bounded(fresh: EchoServer) -> None:
     print(f"four form attacks at once: peak RSS +{grown:.1f} MiB")
     assert statuses == [200] * 4
     assert grown < 4 * PEAK_GROWTH_MIB, f"peak RSS grew {grown:.1f} MiB"
+
+
+# ---- 2. JSON: the values parsed are bounded by --max-json-values ----------------
+
+JSON_TYPE = b"application/json"
+TEN_MIB_OF_JSON = {
+    "empty-arrays": b"[" + b"[]," * (10 * MiB // 3 - 1) + b"[]]",
+    "empty-objects": b"[" + b"{}," * (10 * MiB // 3 - 1) + b"{}]",
+    "spaced-empties": b"[" + b"[ ]," * (10 * MiB // 4 - 2) + b"[ ]]",
+    "zeros": b"[" + b"0," * (5 * MiB - 2) + b"0]",
+    "strings": b"[" + b'"",' * (10 * MiB // 3 - 1) + b'""]',
+    "objects": b"[" + b'{"":0},' * (10 * MiB // 7 - 1) + b'{"":0}]',
+}
+
+
+@pytest.mark.parametrize("name", list(TEN_MIB_OF_JSON))
+@pytest.mark.parametrize("content_type", [JSON_TYPE, b"text/plain"])
+def test_ten_mib_of_tiny_json_values_is_refused_cheaply(fresh: EchoServer, name: str, content_type: bytes) -> None:
+    body = TEN_MIB_OF_JSON[name]
+    assert len(body) <= 10 * MiB
+    grown, seconds, (status, headers, answer) = peak_growth_mib(fresh, http_request(
+        b"POST", b"/json", [(b"Content-Type", content_type)], body))
+    print(f"JSON {name} ({content_type.decode()}): peak RSS +{grown:.1f} MiB, {seconds:.2f} s")
+    assert status == 200
+    document = strict_json(answer)
+    assert document["json"] is None
+    assert any("--max-json-values" in error for error in document["errors"]), document["errors"]
+    assert document["body"]["size"] == len(body) and document["body"]["text"] == body.decode()
+    assert grown < PEAK_GROWTH_MIB and seconds < 5, f"peak RSS grew {grown:.1f} MiB in {seconds:.2f} s"
+    assert recorded(fresh, headers["x-echo-id"])["request"]["body"]["size"] == len(body)
+
+
+# Documents of exactly 5 values, and the same grown by one. Commas, brackets and
+# escaped quotes inside strings are not structure; empty containers are one value.
+AT_LIMIT = [
+    b"[1,2,3,4]",
+    b"[[],{},[ ],{ }]",
+    b'{"a":1,"b":[2,{}]}',
+    b'["a,b,[c,{d", "\\",[", 1, 2]',
+    b'[{"k,": "]"}, [[]]]',
+]
+PAST_LIMIT = [
+    b"[1,2,3,4,5]",
+    b"[[],{},[ ],{ },[]]",
+    b'{"a":1,"b":[2,{}],"c":null}',
+    b'["a,b,[c,{d", "\\",[", 1, 2, 3]',
+    b'[{"k,": "]"}, [[[[]]]]]',
+]
+
+
+@pytest.fixture(scope="module")
+def five_values() -> Iterator[EchoServer]:
+    server = start_echo("--log", "off", env={"ECHO_MAX_JSON_VALUES": "5"})
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize(("body", "parsed"), [(b, True) for b in AT_LIMIT] + [(b, False) for b in PAST_LIMIT])
+def test_json_values_at_limit_and_limit_plus_one(five_values: EchoServer, body: bytes, parsed: bool) -> None:
+    status, headers, answer = post(five_values, body, JSON_TYPE)
+    assert status == 200
+    document = strict_json(answer)
+    assert (document["json"] == json.loads(body)) is parsed
+    named = [error for error in document["errors"] if "--max-json-values" in error]
+    assert bool(named) is not parsed, document["errors"]
+    assert document["body"]["text"] == body.decode()
+    kept = recorded(five_values, headers["x-echo-id"])["request"]
+    assert kept["body"]["text"] == body.decode() and (kept["json"] is not None) is parsed
+
+
+@pytest.mark.parametrize("body", [
+    b'"' + b'\\"' * (3 * MiB),  # an unterminated string of escaped quotes
+    b'""' * (5 * MiB),  # five million strings and no structure
+    b'["' + b"," * (10 * MiB - 4) + b'"]',  # ten million commas, all inside one string
+    b"[" * (5 * MiB),  # only openings
+])
+def test_json_that_only_looks_large_is_quick(fresh: EchoServer, body: bytes) -> None:
+    grown, seconds, (status, _, answer) = peak_growth_mib(fresh, http_request(
+        b"POST", b"/json", [(b"Content-Type", JSON_TYPE)], body))
+    print(f"JSON {body[:6]!r}...: peak RSS +{grown:.1f} MiB, {seconds:.2f} s")
+    assert status == 200
+    strict_json(answer)
+    assert grown < PEAK_GROWTH_MIB and seconds < 5, f"peak RSS grew {grown:.1f} MiB in {seconds:.2f} s"
+
+
+def test_max_json_values_is_a_documented_setting() -> None:
+    shown = subprocess.run([sys.executable, "-m", "echo", "--help"], capture_output=True, text=True, cwd=ROOT,
+                           timeout=30)
+    assert "--max-json-values" in shown.stdout and "ECHO_MAX_JSON_VALUES" in shown.stdout
+    refused = subprocess.run([sys.executable, "-m", "echo", "--max-json-values", "0"], capture_output=True,
+                             text=True, cwd=ROOT, timeout=30)
+    assert refused.returncode == 2 and "--max-json-values" in refused.stderr and "Traceback" not in refused.stderr
