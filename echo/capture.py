@@ -33,6 +33,7 @@ _READ_CHUNK = 64 * 1024
 # A request target or Host made only of visible ASCII is shown as sent.
 _VISIBLE_ASCII = re.compile(rb"[\x21-\x7e]*")
 _DECODERS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 # Most requests have no body; its digest is one shared string, not one per record.
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 # Header names are built once per distinct name and shared by every record that
@@ -138,9 +139,14 @@ def decode_text(data: bytes, content_type: str | None) -> str | None:
         if declared:
             charset = _codec_name(declared) or charset
     try:
-        return data.decode(charset)
+        text = data.decode(charset)
     except (ValueError, LookupError):  # idna, punycode and undefined raise a bare UnicodeError (a ValueError)
         return None
+    if not text.isascii() and _LONE_SURROGATE.search(text):
+        # utf-7 "+2AA-" and unicode_escape "\ud800" decode to lone surrogates,
+        # which no page, JSON document or log line can encode: not text.
+        return None
+    return text
 
 
 def _codec_name(declared: str) -> str | None:

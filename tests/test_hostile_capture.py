@@ -50,7 +50,23 @@ def send(server: EchoServer, data: bytes) -> tuple[int, dict[str, str], bytes]:
     headers = {name.lower(): value for name, value in header_list}
     if "content-length" in headers:
         assert len(body) == int(headers["content-length"]), "answer cut short"
+    elif headers.get("transfer-encoding", "").lower() == "chunked":
+        body = dechunk(body)
     return status, headers, body
+
+
+def dechunk(data: bytes) -> bytes:
+    """A chunked body, joined; it must end with the last (empty) chunk."""
+    out = []
+    while True:
+        size_line, sep, data = data.partition(b"\r\n")
+        assert sep, "chunked answer cut short"
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            return b"".join(out)
+        out.append(data[:size])
+        assert data[size:size + 2] == b"\r\n", "malformed chunk"
+        data = data[size + 2:]
 
 
 def post(server: EchoServer, body: bytes, content_type: bytes, *extra: tuple[bytes, bytes],
@@ -243,3 +259,55 @@ def test_max_json_values_is_a_documented_setting() -> None:
     refused = subprocess.run([sys.executable, "-m", "echo", "--max-json-values", "0"], capture_output=True,
                              text=True, cwd=ROOT, timeout=30)
     assert refused.returncode == 2 and "--max-json-values" in refused.stderr and "Traceback" not in refused.stderr
+
+
+# ---- 3. text no page can encode: every view renders whatever was recorded --------
+
+SURROGATE_BODIES = {
+    "utf-7": (b"text/plain; charset=utf-7", b"+2AA-"),
+    "utf-7-json": (b"application/json; charset=utf-7", b'["+2AA-"]'),
+    "unicode-escape": (b"text/plain; charset=unicode_escape", b"\\ud800 and \\udfff"),
+    "raw-unicode-escape": (b"text/plain; charset=raw_unicode_escape", b"\\ud800"),
+    "unicode-escape-html": (b"text/html; charset=unicode_escape", b"<p>\\udc80</p>"),
+    "unicode-escape-form": (b"application/x-www-form-urlencoded; charset=unicode_escape", b"a=\\ud800"),
+    "json-escape": (JSON_TYPE, b'{"\\ud800": "\\udfff"}'),
+    "json-escape-plain": (b"text/plain", b'["\\ud800"]'),
+    "utf-16-lone": (b"text/plain; charset=utf-16-le", b"\x00\xd8a\x00"),
+    "multipart-utf-7": (b"multipart/form-data; boundary=b; charset=utf-7",
+                        b'--b\r\nContent-Disposition: form-data; name="+2AA-"\r\n\r\n+2AA-\r\n--b--\r\n'),
+}
+
+
+@pytest.fixture(scope="module")
+def logged() -> Iterator[EchoServer]:
+    server = start_echo("--log", "json")
+    yield server
+    server.stop()
+
+
+def assert_page(status: int, body: bytes, where: str) -> None:
+    assert status == 200, f"{where}: {status} {body[:200]!r}"
+    body.decode("utf-8")  # every page is valid UTF-8
+
+
+@pytest.mark.parametrize("name", list(SURROGATE_BODIES))
+def test_text_that_decodes_to_lone_surrogates_renders_everywhere(logged: EchoServer, name: str) -> None:
+    content_type, body = SURROGATE_BODIES[name]
+    logged_before = len(logged.lines())
+    status, headers, answer = post(logged, body, content_type, target=f"/s/{name}".encode())
+    assert status == 200
+    echoed = strict_json(answer)
+    exchange_id = headers["x-echo-id"]
+    assert echoed["body"]["size"] == len(body)
+
+    html_status, _, html = post(logged, body, content_type, (b"Accept", b"text/html"), target=f"/s/{name}".encode())
+    assert_page(html_status, html, "echo HTML page")
+    for path in (f"/_/exchanges/{exchange_id}", "/_/", f"/_/api/exchanges/{exchange_id}", "/_/api/exchanges",
+                 "/_/api/exchanges.har", f"/_/api/exchanges/{exchange_id}/curl", "/_/api/exchanges?f=body:x"):
+        page_status, page = get(logged, path, accept=b"text/html" if not path.startswith("/_/api") else b"*/*")
+        assert_page(page_status, page, path)
+        if path.startswith("/_/api") and not path.endswith("/curl"):
+            strict_json(page)
+    time.sleep(0.2)
+    new_lines = logged.lines()[logged_before:]
+    assert not any("Traceback" in line for line in new_lines), "".join(new_lines)[-2000:]
