@@ -96,11 +96,14 @@ def capture(environ: dict[str, Any], limits: CaptureLimits, ids: IdSource) -> Re
         if bomb:
             too_large = True
             errors.append(
-                f"{encoding_header}-decoded body exceeds the limit of {limits.max_body} bytes (--max-body)"
+                f"{encoding_header}-decoded body exceeds the limit of {limits.max_body} bytes (--max-body); "
+                f"decoding stopped at {limits.max_body + 1} bytes, from {size} on the wire"
             )
-        elif encoding_error:
+        elif encoding_error and content is None:
             errors.append(encoding_error)
         else:
+            if encoding_error:
+                errors.append(encoding_error)
             data = body if content is None else content
             _check_charset(data, mimetype, options, errors)
             if data:
@@ -259,42 +262,75 @@ def _read_body(environ: dict[str, Any], max_body: int) -> tuple[bytes, int, str,
 
 
 def _decode_content(body: bytes, encoding: str, max_body: int) -> tuple[bytes | None, str | None, bool]:
-    """Undo Content-Encoding. Returns (decoded or None, error, exceeded max_body)."""
+    """Undo Content-Encoding. Returns (decoded or None, error, exceeded max_body);
+    an error beside decoded bytes is a note about them (trailing bytes ignored)."""
     if not encoding or encoding == "identity" or not body:
         return None, None, False
     codings = [c.strip() for c in encoding.split(",") if c.strip() and c.strip() != "identity"]
     data = body
+    note = None
     for coding in reversed(codings):
         wbits = _DECODERS.get(coding)
         if wbits is None:
             return None, f"Content-Encoding {coding!r} is not supported (gzip, deflate); body left as received", False
         try:
-            data, over = _inflate(data, wbits, max_body)
+            data, over, ignored = _inflate(data, wbits, max_body)
             if over:
                 return None, None, True
+            if ignored:
+                note = f"{ignored} bytes after the last {coding} member are not {coding}; ignored"
         except zlib.error as exc:
             if coding == "deflate":
                 # Some senders use raw deflate (no zlib header) for "deflate".
                 try:
-                    data, over = _inflate(data, -zlib.MAX_WBITS, max_body)
+                    data, over, _ = _inflate(data, -zlib.MAX_WBITS, max_body)
                     if over:
                         return None, None, True
                     continue
                 except zlib.error:
                     pass
             return None, f"could not decode {coding} body: {exc}; body left as received", False
-    return data, None, False
+    return data, note, False
 
 
-def _inflate(data: bytes, wbits: int, max_body: int) -> tuple[bytes, bool]:
-    # max_length stops a decompression bomb before it is inflated in memory.
-    inflater = zlib.decompressobj(wbits)
-    out = inflater.decompress(data, max_body + 1)
-    if len(out) > max_body:
-        return b"", True
-    if not inflater.eof:
+# Compressed input is fed in pieces this size: a member that ends inside one
+# hands back the rest of it (zlib copies it), so many tiny gzip members cost
+# at most this much copying each instead of the rest of the body each.
+_INFLATE_PIECE = 16 * 1024
+_GZIP_WBITS = 16 + zlib.MAX_WBITS
+
+
+def _inflate(data: bytes, wbits: int, max_body: int) -> tuple[bytes, bool, int]:
+    """Inflate every member (gzip allows several, concatenated), within max_body in all.
+    Returns (decoded, exceeded max_body, bytes after the last member that are not gzip)."""
+    view = memoryview(data)
+    parts: list[bytes] = []
+    total = 0
+    position = 0
+    inflater: Any = None
+    while position < len(data):
+        if inflater is None:
+            if parts and data[position:position + 2] != b"\x1f\x8b":
+                return b"".join(parts), False, len(data) - position  # trailing bytes, not a member
+            inflater = zlib.decompressobj(wbits)
+        piece = view[position:position + _INFLATE_PIECE]
+        position += len(piece)
+        # max_length stops a decompression bomb before it is inflated in
+        # memory, counted over every member, so spreading one over many
+        # members does not get past it.
+        out = inflater.decompress(piece, max_body - total + 1)
+        total += len(out)
+        if total > max_body:
+            return b"", True, 0
+        parts.append(out)
+        if inflater.eof:
+            if wbits != _GZIP_WBITS:
+                break  # zlib and raw deflate streams have one member; what follows was never read
+            position -= len(inflater.unused_data)  # the next member starts there
+            inflater = None
+    if inflater is not None and not inflater.eof:
         raise zlib.error("truncated compressed data")
-    return out, False
+    return b"".join(parts), False, 0
 
 
 def _check_charset(data: bytes, mimetype: str, options: dict[str, str], errors: list[str]) -> None:

@@ -131,7 +131,17 @@ class EchoHandler:
         controls: dict[str, Any] = {}
         rebuildable = False  # the echo JSON is rebuilt from the record on read, not stored twice
 
-        if record.too_large:
+        if record.too_large and record.body_size <= self.capture_limits.max_body:
+            # Under the limit on the wire: its Content-Encoding decoded past it.
+            # Decoding stops at the first byte over, so that is the size known.
+            status, headers, body = self._error(413, error_document(
+                f"request body decodes ({record.content_encoding}) to more than the limit",
+                limit=self.capture_limits.max_body,
+                decoded_size=self.capture_limits.max_body + 1,
+                wire_size=record.body_size,
+                setting="--max-body",
+            ))
+        elif record.too_large:
             status, headers, body = self._error(413, error_document(
                 "request body is larger than the limit",
                 limit=self.capture_limits.max_body,

@@ -311,3 +311,115 @@ def test_text_that_decodes_to_lone_surrogates_renders_everywhere(logged: EchoSer
     time.sleep(0.2)
     new_lines = logged.lines()[logged_before:]
     assert not any("Traceback" in line for line in new_lines), "".join(new_lines)[-2000:]
+
+
+# ---- 4. gzip of several members: every member is decoded, within --max-body ------
+
+def gzip_members(*parts: bytes) -> bytes:
+    return b"".join(gzip.compress(part) for part in parts)
+
+
+@pytest.mark.parametrize(("wire", "codings", "decoded"), [
+    (gzip_members(b'{"a":', b'1}'), b"gzip", b'{"a":1}'),
+    (gzip_members(b'{"a":', b"", b'[1,', b"2]}"), b"gzip", b'{"a":[1,2]}'),  # an empty member is a member
+    (gzip_members(b"[" * 10, b"]" * 10), b"x-gzip", b"[" * 10 + b"]" * 10),
+    (gzip.compress(gzip_members(b'{"b":', b"true}")), b"gzip, gzip", b'{"b":true}'),  # members inside a gzip
+], ids=["two", "four-one-empty", "x-gzip", "nested"])
+def test_every_gzip_member_is_decoded(live: EchoServer, wire: bytes, codings: bytes, decoded: bytes) -> None:
+    status, headers, answer = post(live, wire, JSON_TYPE, (b"Content-Encoding", codings))
+    document = strict_json(answer)
+    assert status == 200 and document["errors"] == []
+    assert document["json"] == json.loads(decoded)
+    assert document["body"]["text"] == decoded.decode() and document["body"]["decoded_size"] == len(decoded)
+    assert recorded(live, headers["x-echo-id"])["request"]["json"] == json.loads(decoded)
+
+
+def test_bytes_after_the_last_member_are_named(live: EchoServer) -> None:
+    status, _, answer = post(live, gzip_members(b"[1]", b"[2") + b"\0\0\0", b"text/plain",
+                             (b"Content-Encoding", b"gzip"))
+    document = strict_json(answer)
+    assert status == 200 and document["body"]["text"] == "[1][2"
+    assert any("3 bytes after the last gzip member" in error for error in document["errors"]), document["errors"]
+
+
+def test_a_truncated_second_member_is_an_error(live: EchoServer) -> None:
+    status, _, answer = post(live, gzip_members(b"[1]") + gzip.compress(b"[2]")[:-5], JSON_TYPE,
+                             (b"Content-Encoding", b"gzip"))
+    document = strict_json(answer)
+    assert status == 200 and document["json"] is None
+    assert any("could not decode gzip" in error for error in document["errors"]), document["errors"]
+
+
+@pytest.fixture(scope="module")
+def live() -> Iterator[EchoServer]:
+    server = start_echo("--log", "off")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def small_body() -> Iterator[EchoServer]:
+    server = start_echo("--log", "off", "--max-body", "1000")
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize(("members", "status"), [(10, 200), (11, 413)])
+def test_members_share_one_decoded_limit(small_body: EchoServer, members: int, status: int) -> None:
+    # 100 bytes a member: ten members are the limit exactly, eleven one member past it.
+    wire = gzip_members(*[b"a" * 100] * (members - 1), b"a" * 99 + (b"b" if status == 413 else b"a"))
+    if status == 413:
+        wire += gzip.compress(b"c")  # the 1001st byte
+    assert len(wire) < 1000
+    got, headers, answer = post(small_body, wire, b"text/plain", (b"Content-Encoding", b"gzip"))
+    assert got == status
+    document = strict_json(answer)
+    if status == 200:
+        assert document["body"]["decoded_size"] == 1000
+    else:
+        assert document["setting"] == "--max-body" and document["limit"] == 1000
+    assert recorded(small_body, headers["x-echo-id"])["response"]["status"] == status
+
+
+def test_a_bomb_spread_over_many_members_gets_413(echo_server: Any) -> None:
+    server = echo_server("--log", "off", "--max-body", str(MiB))
+    member = gzip.compress(bytes(MiB // 8))  # 1 KiB on the wire, 128 KiB decoded
+    wire = member * 100  # 100 KiB on the wire, 12.5 MiB decoded
+    grown, seconds, (status, _, answer) = peak_growth_mib(server, http_request(
+        b"POST", b"/bomb", [(b"Content-Encoding", b"gzip")], wire))
+    print(f"bomb over {100} members: 413; peak RSS +{grown:.1f} MiB, {seconds:.2f} s")
+    assert status == 413
+    assert strict_json(answer)["decoded_size"] == MiB + 1
+    assert grown < 32
+
+
+def test_many_tiny_members_are_bounded(fresh: EchoServer) -> None:
+    wire = gzip.compress(b"") * (10 * MiB // 20)  # half a million empty members
+    grown, seconds, (status, _, answer) = peak_growth_mib(fresh, http_request(
+        b"POST", b"/tiny", [(b"Content-Encoding", b"gzip")], wire))
+    print(f"{len(wire) // 20} empty gzip members: peak RSS +{grown:.1f} MiB, {seconds:.2f} s")
+    assert status == 200 and strict_json(answer)["body"]["decoded_size"] == 0
+    assert grown < PEAK_GROWTH_MIB and seconds < 10
+
+
+# ---- 5. a decompression bomb's 413 names the decoded size, and the wire size as such
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate"])
+def test_bomb_413_reports_decoded_and_wire_size(small_body: EchoServer, coding: str) -> None:
+    plain = b"z" * 5000
+    wire = gzip.compress(plain) if coding == "gzip" else zlib.compress(plain)
+    status, headers, answer = post(small_body, wire, b"text/plain", (b"Content-Encoding", coding.encode()))
+    assert status == 413
+    document = strict_json(answer)
+    assert document["limit"] == 1000 and document["decoded_size"] == 1001 and document["decoded_size"] > document["limit"]
+    assert document["wire_size"] == len(wire) and "size" not in document
+    assert coding in document["error"] and document["setting"] == "--max-body"
+    kept = recorded(small_body, headers["x-echo-id"])["request"]
+    assert any("stopped at 1001 bytes" in error for error in kept["errors"]), kept["errors"]
+
+
+def test_wire_413_still_reports_the_wire_size(small_body: EchoServer) -> None:
+    status, _, answer = post(small_body, b"x" * 1001, b"text/plain")
+    document = strict_json(answer)
+    assert status == 413 and document["size"] == 1001 and "decoded_size" not in document
+
