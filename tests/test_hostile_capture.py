@@ -423,3 +423,47 @@ def test_wire_413_still_reports_the_wire_size(small_body: EchoServer) -> None:
     document = strict_json(answer)
     assert status == 413 and document["size"] == 1001 and "decoded_size" not in document
 
+
+# ---- 6. the bytes on the wire stay recoverable when a content-coding was undone ---
+
+CODED = {
+    "gzip-json": (b"gzip", gzip.compress(b'{"wire": true}'), JSON_TYPE),
+    "deflate-text": (b"deflate", zlib.compress(b"plain text"), b"text/plain"),
+    "raw-deflate": (b"deflate", zlib.compress(b"raw")[2:-4], b"text/plain"),
+    "gzip-binary": (b"gzip", gzip.compress(bytes(range(256))), b"application/octet-stream"),
+    "gzip-members": (b"gzip", gzip_members(b"a=1&", b"b=2"), FORM),
+    "gzip-gzip": (b"gzip, gzip", gzip.compress(gzip.compress(b"twice")), b"text/plain"),
+}
+
+
+@pytest.fixture(scope="module", params=["memory", "redis"])
+def stores(request: Any) -> Iterator[EchoServer]:
+    flags = ["--log", "off", "--keep-body", "64"]
+    if request.param == "redis":
+        redis = request.getfixturevalue("redis_server")
+        flags += ["--store", redis.url, "--store-prefix", f"hostile{time.monotonic_ns()}"]
+    server = start_echo(*flags)
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("name", list(CODED))
+def test_wire_bytes_of_a_decoded_body_are_kept(stores: EchoServer, name: str) -> None:
+    coding, wire, content_type = CODED[name]
+    status, headers, answer = post(stores, wire, content_type, (b"Content-Encoding", coding))
+    assert status == 200
+    echoed = strict_json(answer)["body"]
+    assert base64.b64decode(echoed["wire_base64"]) == wire
+    assert echoed["size"] == len(wire) and echoed["content_encoding"] == coding.decode()
+    kept = recorded(stores, headers["x-echo-id"])["request"]["body"]
+    # History keeps --keep-body (64) bytes of the wire, flagged as cut when it cut them.
+    assert base64.b64decode(kept["wire_base64"]) == wire[:64]
+    assert kept["truncated"] is (len(wire) > 64)
+    status, listing = get(stores, "/_/api/exchanges?limit=5")
+    assert any(e["request"]["body"].get("wire_base64") == kept["wire_base64"]
+               for e in strict_json(listing)["exchanges"])
+
+
+def test_an_unencoded_body_has_no_wire_field(live: EchoServer) -> None:
+    _, _, answer = post(live, b"as sent", b"text/plain")
+    assert "wire_base64" not in strict_json(answer)["body"]
