@@ -40,6 +40,8 @@ EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 # holds them: history keeps one string per name instead of one per header of
 # every kept request. Callers choose names, so the cache is bounded (LRU).
 HEADER_NAME_CACHE = 1024
+# Where waitress joined two Cookie header lines: ", " before a cookie name and "=".
+_JOINED_COOKIES = re.compile(r', (?=[!#$%&\'*+\-.^_`|~0-9A-Za-z]+=)')
 # WSGI keeps these two without the HTTP_ prefix.
 _CONTENT_HEADERS = {"CONTENT_TYPE": "Content-Type", "CONTENT_LENGTH": "Content-Length"}
 
@@ -166,6 +168,11 @@ def _cookies(environ: dict[str, Any]) -> Pairs:
     raw = environ.get("HTTP_COOKIE", "")
     if not raw:
         return ()
+    if ", " in raw:
+        # Two Cookie lines (as HTTP/2-to-1.1 proxies send) reach WSGI joined
+        # with ", " by waitress; RFC 9113 8.2.3 joins them with "; ". A comma
+        # cannot be in a cookie value (RFC 6265), so ", name=" starts a cookie.
+        raw = _JOINED_COOKIES.sub("; ", raw)
     return tuple(parse_cookie(raw.encode("latin-1", "replace").decode("utf-8", "replace")).items(multi=True))
 
 

@@ -467,3 +467,17 @@ def test_wire_bytes_of_a_decoded_body_are_kept(stores: EchoServer, name: str) ->
 def test_an_unencoded_body_has_no_wire_field(live: EchoServer) -> None:
     _, _, answer = post(live, b"as sent", b"text/plain")
     assert "wire_base64" not in strict_json(answer)["body"]
+
+
+# ---- two Cookie lines on one request ------------------------------------------
+
+@pytest.mark.parametrize(("lines", "cookies"), [
+    ([b"a=1", b"b=2"], {"a": "1", "b": "2"}),
+    ([b"a=1; b=2", b"c=3"], {"a": "1", "b": "2", "c": "3"}),
+    ([b"a=1", b"b=2", b"c=3"], {"a": "1", "b": "2", "c": "3"}),
+    ([b'd="Mon, 01 Jan 2024"'], {"d": "Mon, 01 Jan 2024"}),  # a comma inside one quoted value stays
+])
+def test_repeated_cookie_lines_are_all_parsed(live: EchoServer, lines: list[bytes], cookies: dict[str, str]) -> None:
+    status, _, answer = send(live, http_request(b"GET", b"/cookies", [(b"Cookie", line) for line in lines]))
+    document = strict_json(answer)
+    assert status == 200 and document["cookies"] == cookies, document
