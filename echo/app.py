@@ -44,7 +44,7 @@ def static_folder() -> str:
 
 
 def capture_limits(settings: Settings) -> CaptureLimits:
-    return CaptureLimits(settings.max_body, settings.max_json_depth, settings.max_form_parts)
+    return CaptureLimits(settings.max_body, settings.max_json_depth, settings.max_form_parts, settings.max_json_values)
 
 
 def store_options(settings: Settings) -> StoreOptions:

@@ -15,12 +15,13 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, NoReturn, Sequence
+from collections.abc import Sequence
+from typing import Any, NoReturn
 
 from waitress import wasyncore
 
-from .version import __version__
 from .config import SETTINGS, ConfigError, Settings, load_settings
+from .version import __version__
 from .web.serving import drain, install
 
 # waitress refuses bodies past this on its own (plain 413, not recorded); up to

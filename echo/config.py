@@ -11,8 +11,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 # Large enough for real webhook payloads and file uploads people debug, small
@@ -37,6 +38,14 @@ MAX_HEADER_BYTES = 64 * 1024
 # Nesting depth of a JSON body echoed back as `json`. Deeper documents are
 # adversarial (they exist to blow up recursive encoders) and stay in `body`.
 MAX_JSON_DEPTH = 128
+
+# Values in a JSON body parsed into `json` (each array, object, string,
+# number, true, false and null counts one). Every document that fits in
+# --keep-body (64 KiB holds at most ~33,000 values) is parsed with room to
+# spare; a parsed value costs 30-100 bytes of Python objects, so the cap keeps
+# one body's parse near 10 MiB, where 10 MiB of "[[],[],...]" (three million
+# empty lists) cost over 500 MiB and 4 s. Larger documents stay in `body`.
+MAX_JSON_VALUES = 100_000
 
 # Multipart parts and urlencoded fields parsed into `form`/`files`; werkzeug's
 # own default, named so it is visible and configurable.
@@ -193,6 +202,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_header", _int(1024), MAX_HEADER_BYTES, "largest request line plus headers; larger ones get 431", "BYTES"),
     Setting("max_delay", _seconds, MAX_DELAY_SECONDS, "largest _delay a caller may ask for", "SECONDS"),
     Setting("max_json_depth", _int(1, 10_000), MAX_JSON_DEPTH, "deepest JSON body echoed back as `json`", "N"),
+    Setting("max_json_values", _int(1), MAX_JSON_VALUES, "most values in a JSON body echoed back as `json`", "N"),
     Setting("max_form_parts", _int(1), MAX_FORM_PARTS, "most query parameters, form fields and multipart parts parsed into args/form/files", "N"),
     Setting("ui_prefix", _prefix, "/_/", "path prefix of the inspector pages and API", "PREFIX"),
     Setting("ui_auth", _auth, "", "USER:PASS puts HTTP Basic auth on the inspector (the echo stays open)", "USER:PASS"),
@@ -227,6 +237,7 @@ class Settings:
     max_header: int = MAX_HEADER_BYTES
     max_delay: float = MAX_DELAY_SECONDS
     max_json_depth: int = MAX_JSON_DEPTH
+    max_json_values: int = MAX_JSON_VALUES
     max_form_parts: int = MAX_FORM_PARTS
     ui_prefix: str = "/_/"
     ui_auth: str = ""
@@ -243,7 +254,7 @@ class Settings:
             return self.max_held
         return max(1, self.threads - 2)
 
-    def replace(self, **changes: Any) -> "Settings":
+    def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
 

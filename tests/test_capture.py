@@ -84,7 +84,7 @@ def test_json_body_is_parsed_and_body_is_exact() -> None:
     ],
 )
 def test_json_that_cannot_be_echoed_is_named_and_kept_in_body(body: bytes, reason: str) -> None:
-    limits = CaptureLimits(max_body=200_000, max_json_depth=8)
+    limits = CaptureLimits(max_body=200_000, max_json_depth=8, max_json_values=200_000)
     doc = doc_of(limits, method="POST", data=body, content_type="application/json")
     assert doc["json"] is None
     assert any(reason in e for e in doc["errors"]), doc["errors"]

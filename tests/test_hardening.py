@@ -554,7 +554,7 @@ def test_gzip_bomb_is_refused_without_inflating_it(echo_server: Any) -> None:
     print(f"gzip bomb: {len(bomb)} B on the wire, {BOMB_SIZE} B inflated; 413; RSS grew {grown_mib:.1f} MiB")
     assert status == 413
     document = strict_json(answer)
-    assert document["setting"] == "--max-body" and document["size"] == len(bomb)
+    assert document["setting"] == "--max-body" and document["wire_size"] == len(bomb)
     # Inflating would have cost a GiB; reading the body and a max_body-sized
     # buffer cost a few MiB.
     assert grown_mib < 32, f"RSS grew {grown_mib:.1f} MiB"

@@ -15,14 +15,16 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from support import ROOT, EchoServer, call, split_response, start_echo
 from echo import create_app
-from echo.config import ConfigError, load_settings
 from echo.answer.held import HeldBudget
+from echo.config import ConfigError, load_settings
+
+from support import ROOT, EchoServer, call, split_response, start_echo
 
 # Well under the delays used below: an answer slower than this waited for them.
 PROMPT = 1.5
@@ -78,7 +80,7 @@ def closed_by_server(sock: socket.socket) -> bool:
                 return True
     except ConnectionResetError:
         return True
-    except socket.timeout:
+    except TimeoutError:
         return False
 
 
@@ -316,7 +318,7 @@ def refused_promptly(sock: socket.socket) -> bool:
             data += chunk
     except ConnectionResetError:
         return data == b"" or data.startswith(b"HTTP/1.1 400 ")
-    except socket.timeout:
+    except TimeoutError:
         return False
     return data == b"" or data.startswith(b"HTTP/1.1 400 ")
 

@@ -24,7 +24,8 @@ from collections.abc import Callable, Iterator
 import pytest
 from werkzeug.test import EnvironBuilder
 
-from echo.capture.request import CaptureLimits, capture
+from echo.app import capture_limits
+from echo.capture.request import capture
 from echo.config import Settings
 from echo.model.factory import make_exchange, make_response
 from echo.model.records import IdSource
@@ -328,7 +329,7 @@ def test_pretty_block_hides_redacted_headers() -> None:
     request = capture(
         EnvironBuilder(path="/login", method="POST", data=b"{}", headers={
             "Authorization": "Bearer s3cret", "Content-Type": "application/json", "X-Trace": "abc"}).get_environ(),
-        CaptureLimits.from_settings(Settings()), IdSource(),
+        capture_limits(Settings()), IdSource(),
     )
     exchange = make_exchange(request, make_response(headers=(), body_size=2), controls={}, duration_ms=1.0)
     master, slave = pty.openpty()

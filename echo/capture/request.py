@@ -8,7 +8,6 @@ sentence in ``errors`` while the raw bytes stay in the record.
 
 from __future__ import annotations
 
-import codecs
 import functools
 import hashlib
 import io
@@ -16,8 +15,9 @@ import json
 import math
 import re
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import quote, unquote_to_bytes
 
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -26,8 +26,8 @@ from werkzeug.http import parse_options_header
 from werkzeug.sansio.http import parse_cookie
 from werkzeug.wsgi import get_input_stream
 
-from ..config import MAX_BODY_BYTES, MAX_FORM_PARTS, MAX_JSON_DEPTH, Settings
-from ..model.http import escape_target
+from ..config import MAX_BODY_BYTES, MAX_FORM_PARTS, MAX_JSON_DEPTH, MAX_JSON_VALUES
+from ..model.http import codec_name, decode_text, escape_target, is_json_type
 from ..model.records import FileInfo, IdSource, Pairs, RequestRecord
 
 _READ_CHUNK = 64 * 1024
@@ -38,6 +38,8 @@ EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 # holds them: history keeps one string per name instead of one per header of
 # every kept request. Callers choose names, so the cache is bounded (LRU).
 HEADER_NAME_CACHE = 1024
+# Where waitress joined two Cookie header lines: ", " before a cookie name and "=".
+_JOINED_COOKIES = re.compile(r', (?=[!#$%&\'*+\-.^_`|~0-9A-Za-z]+=)')
 # WSGI keeps these two without the HTTP_ prefix.
 _CONTENT_HEADERS = {"CONTENT_TYPE": "Content-Type", "CONTENT_LENGTH": "Content-Length"}
 
@@ -47,10 +49,7 @@ class CaptureLimits:
     max_body: int = MAX_BODY_BYTES
     max_json_depth: int = MAX_JSON_DEPTH
     max_form_parts: int = MAX_FORM_PARTS
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> "CaptureLimits":
-        return cls(settings.max_body, settings.max_json_depth, settings.max_form_parts)
+    max_json_values: int = MAX_JSON_VALUES
 
 
 class _JSONRejected(ValueError):
@@ -67,12 +66,12 @@ def capture(environ: dict[str, Any], limits: CaptureLimits, ids: IdSource) -> Re
     path = _utf8(environ.get("PATH_INFO", "").encode("latin-1", "replace"), "path", errors)
     query_string = raw_query.decode("utf-8", "replace")
     headers = _headers(environ, errors)
-    args = _pairs(raw_query, "query", errors)
+    args = _pairs(raw_query, "query", errors, limits.max_form_parts)
     if len(args) > limits.max_form_parts:
         # 64 KiB of "a&a&..." is 30,000 pairs, 2 MiB as Python objects, kept
         # per exchange in history: the form limit bounds the query too.
         errors.append(
-            f"query has {len(args)} parameters, more than the limit of {limits.max_form_parts} "
+            f"query has more than the limit of {limits.max_form_parts} parameters "
             "(--max-form-parts); args cut to the first ones"
         )
         args = args[: limits.max_form_parts]
@@ -93,11 +92,14 @@ def capture(environ: dict[str, Any], limits: CaptureLimits, ids: IdSource) -> Re
         if bomb:
             too_large = True
             errors.append(
-                f"{encoding_header}-decoded body exceeds the limit of {limits.max_body} bytes (--max-body)"
+                f"{encoding_header}-decoded body exceeds the limit of {limits.max_body} bytes (--max-body); "
+                f"decoding stopped at {limits.max_body + 1} bytes, from {size} on the wire"
             )
-        elif encoding_error:
+        elif encoding_error and content is None:
             errors.append(encoding_error)
         else:
+            if encoding_error:
+                errors.append(encoding_error)
             data = body if content is None else content
             _check_charset(data, mimetype, options, errors)
             if data:
@@ -128,33 +130,17 @@ def capture(environ: dict[str, Any], limits: CaptureLimits, ids: IdSource) -> Re
     )
 
 
-def decode_text(data: bytes, content_type: str | None) -> str | None:
-    """The body as text in its declared charset (UTF-8 when none), or None."""
-    charset = "utf-8"
-    if content_type:
-        declared = parse_options_header(content_type)[1].get("charset")
-        if declared:
-            charset = _codec_name(declared) or charset
-    try:
-        return data.decode(charset)
-    except (ValueError, LookupError):  # idna, punycode and undefined raise a bare UnicodeError (a ValueError)
-        return None
-
-
-def _codec_name(declared: str) -> str | None:
-    """Python's codec for a declared charset, or None when it has none by that name."""
-    try:
-        return codecs.lookup(declared).name
-    except (LookupError, ValueError):  # ValueError: a NUL in the name, e.g. RFC 2231 charset*=UTF-8''%00
-        return None
-
-
 def _cookies(environ: dict[str, Any]) -> Pairs:
     # werkzeug's WSGI-level parse_cookie decodes the header as strict UTF-8 and
     # raises on other bytes; decode it the way every other header is decoded.
     raw = environ.get("HTTP_COOKIE", "")
     if not raw:
         return ()
+    if ", " in raw:
+        # Two Cookie lines (as HTTP/2-to-1.1 proxies send) reach WSGI joined
+        # with ", " by waitress; RFC 9113 8.2.3 joins them with "; ". A comma
+        # cannot be in a cookie value (RFC 6265), so ", name=" starts a cookie.
+        raw = _JOINED_COOKIES.sub("; ", raw)
     return tuple(parse_cookie(raw.encode("latin-1", "replace").decode("utf-8", "replace")).items(multi=True))
 
 
@@ -193,23 +179,33 @@ def _headers(environ: dict[str, Any], errors: list[str]) -> Pairs:
     return tuple(pairs)
 
 
-def _split_query(raw: bytes) -> list[tuple[bytes, bytes]]:
-    """application/x-www-form-urlencoded on bytes: '&'-separated, '+' is space, %XX decoded."""
+# One urlencoded piece: a run between '&'s. Empty runs are skipped inside the
+# regex engine, so "&&&..." costs no Python step per '&'.
+_QUERY_PIECE = re.compile(rb"[^&]+")
+
+
+def _split_query(raw: bytes, limit: int | None = None) -> list[tuple[bytes, bytes]]:
+    """application/x-www-form-urlencoded on bytes: '&'-separated, '+' is space, %XX decoded.
+
+    With a limit, at most limit + 1 pairs are split off, so a caller can tell
+    "more than the limit" without the body ever becoming millions of objects
+    (10 MiB of "a&a&..." is five million pairs, over 700 MiB as Python objects).
+    """
     pairs = []
-    for piece in raw.split(b"&"):
-        if not piece:
-            continue
-        key, _, value = piece.partition(b"=")
+    for match in _QUERY_PIECE.finditer(raw):
+        if limit is not None and len(pairs) > limit:
+            break
+        key, _, value = match.group().partition(b"=")
         pairs.append((unquote_to_bytes(key.replace(b"+", b" ")), unquote_to_bytes(value.replace(b"+", b" "))))
     return pairs
 
 
-def _pairs(raw: bytes, what: str, errors: list[str]) -> Pairs:
+def _pairs(raw: bytes, what: str, errors: list[str], limit: int | None = None) -> Pairs:
     if not raw:
         return ()
     pairs = []
     bad = False
-    for key, value in _split_query(raw):
+    for key, value in _split_query(raw, limit):
         try:
             pairs.append((key.decode("utf-8"), value.decode("utf-8")))
         except UnicodeDecodeError:
@@ -241,56 +237,85 @@ def _read_body(environ: dict[str, Any], max_body: int) -> tuple[bytes, int, str,
 
 
 def _decode_content(body: bytes, encoding: str, max_body: int) -> tuple[bytes | None, str | None, bool]:
-    """Undo Content-Encoding. Returns (decoded or None, error, exceeded max_body)."""
+    """Undo Content-Encoding. Returns (decoded or None, error, exceeded max_body);
+    an error beside decoded bytes is a note about them (trailing bytes ignored)."""
     if not encoding or encoding == "identity" or not body:
         return None, None, False
     codings = [c.strip() for c in encoding.split(",") if c.strip() and c.strip() != "identity"]
     data = body
+    note = None
     for coding in reversed(codings):
         wbits = _DECODERS.get(coding)
         if wbits is None:
             return None, f"Content-Encoding {coding!r} is not supported (gzip, deflate); body left as received", False
         try:
-            data, over = _inflate(data, wbits, max_body)
+            data, over, ignored = _inflate(data, wbits, max_body)
             if over:
                 return None, None, True
+            if ignored:
+                note = f"{ignored} bytes after the last {coding} member are not {coding}; ignored"
         except zlib.error as exc:
             if coding == "deflate":
                 # Some senders use raw deflate (no zlib header) for "deflate".
                 try:
-                    data, over = _inflate(data, -zlib.MAX_WBITS, max_body)
+                    data, over, _ = _inflate(data, -zlib.MAX_WBITS, max_body)
                     if over:
                         return None, None, True
                     continue
                 except zlib.error:
                     pass
             return None, f"could not decode {coding} body: {exc}; body left as received", False
-    return data, None, False
+    return data, note, False
 
 
-def _inflate(data: bytes, wbits: int, max_body: int) -> tuple[bytes, bool]:
-    # max_length stops a decompression bomb before it is inflated in memory.
-    inflater = zlib.decompressobj(wbits)
-    out = inflater.decompress(data, max_body + 1)
-    if len(out) > max_body:
-        return b"", True
-    if not inflater.eof:
+# Compressed input is fed in pieces this size: a member that ends inside one
+# hands back the rest of it (zlib copies it), so many tiny gzip members cost
+# at most this much copying each instead of the rest of the body each.
+_INFLATE_PIECE = 16 * 1024
+_GZIP_WBITS = 16 + zlib.MAX_WBITS
+
+
+def _inflate(data: bytes, wbits: int, max_body: int) -> tuple[bytes, bool, int]:
+    """Inflate every member (gzip allows several, concatenated), within max_body in all.
+    Returns (decoded, exceeded max_body, bytes after the last member that are not gzip)."""
+    view = memoryview(data)
+    parts: list[bytes] = []
+    total = 0
+    position = 0
+    inflater: Any = None
+    while position < len(data):
+        if inflater is None:
+            if parts and data[position:position + 2] != b"\x1f\x8b":
+                return b"".join(parts), False, len(data) - position  # trailing bytes, not a member
+            inflater = zlib.decompressobj(wbits)
+        piece = view[position:position + _INFLATE_PIECE]
+        position += len(piece)
+        # max_length stops a decompression bomb before it is inflated in
+        # memory, counted over every member, so spreading one over many
+        # members does not get past it.
+        out = inflater.decompress(piece, max_body - total + 1)
+        total += len(out)
+        if total > max_body:
+            return b"", True, 0
+        parts.append(out)
+        if inflater.eof:
+            if wbits != _GZIP_WBITS:
+                break  # zlib and raw deflate streams have one member; what follows was never read
+            position -= len(inflater.unused_data)  # the next member starts there
+            inflater = None
+    if inflater is not None and not inflater.eof:
         raise zlib.error("truncated compressed data")
-    return out, False
+    return b"".join(parts), False, 0
 
 
 def _check_charset(data: bytes, mimetype: str, options: dict[str, str], errors: list[str]) -> None:
     declared = options.get("charset")
-    if declared and _codec_name(declared) is None:
+    if declared and codec_name(declared) is None:
         errors.append(f"unknown charset {declared!r}; body shown as UTF-8 or base64")
         return
-    if data and (declared or mimetype.startswith("text/") or _is_json_type(mimetype)):
+    if data and (declared or mimetype.startswith("text/") or is_json_type(mimetype)):
         if decode_text(data, f"{mimetype}; charset={declared}" if declared else None) is None:
             errors.append(f"body is not valid {declared or 'UTF-8'}; shown as base64")
-
-
-def _is_json_type(mimetype: str) -> bool:
-    return mimetype == "application/json" or mimetype.endswith("+json")
 
 
 def _parse_body(
@@ -300,20 +325,20 @@ def _parse_body(
     files: tuple[FileInfo, ...] = ()
     parsed: Any = None
     if mimetype == "application/x-www-form-urlencoded":
-        form = _pairs(data, "form body", errors)
+        form = _pairs(data, "form body", errors, limits.max_form_parts)
         if len(form) > limits.max_form_parts:
             errors.append(
-                f"form has {len(form)} fields, more than the limit of {limits.max_form_parts} (--max-form-parts); form left empty"
+                f"form has more than the limit of {limits.max_form_parts} fields (--max-form-parts); form left empty"
             )
             form = ()
     elif mimetype.startswith("multipart/"):
         form, files = _parse_multipart(data, mimetype, options, limits, errors)
-    if _is_json_type(mimetype):
-        parsed = _parse_json(data, limits.max_json_depth, errors, strict=True)
+    if is_json_type(mimetype):
+        parsed = _parse_json(data, limits, errors, strict=True)
     elif mimetype in ("", "text/plain") and data.lstrip()[:1] in (b"{", b"["):
         # Senders that forget the Content-Type still get their JSON parsed;
         # a body that merely looks like JSON is not an error when it is not.
-        parsed = _parse_json(data, limits.max_json_depth, errors, strict=False)
+        parsed = _parse_json(data, limits, errors, strict=False)
     return form, files, parsed
 
 
@@ -364,12 +389,18 @@ def _finite_float(text: str) -> float:
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
 
 
-def _parse_json(data: bytes, max_depth: int, errors: list[str], strict: bool) -> Any:
+def _parse_json(data: bytes, limits: CaptureLimits, errors: list[str], strict: bool) -> Any:
+    max_depth = limits.max_json_depth
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         if strict:
             errors.append("invalid JSON: body is not UTF-8")
+        return None
+    if _json_values_exceed(data, limits.max_json_values):
+        errors.append(
+            f"JSON has more than the limit of {limits.max_json_values} values (--max-json-values); shown in body only"
+        )
         return None
     try:
         value = _DECODER.decode(text)
@@ -388,6 +419,56 @@ def _parse_json(data: bytes, max_depth: int, errors: list[str], strict: bool) ->
         errors.append(f"JSON nested deeper than {max_depth} levels (--max-json-depth); shown in body only")
         return None
     return value
+
+
+# Outside strings, a JSON value is the document itself, the first element of a
+# non-empty array or object, or one after a comma: the count is
+# 1 + commas + openings - empty containers, each counted in C by bytes.count.
+_JSON_OPENINGS = (b"[", b"{")
+_JSON_EMPTY = re.compile(rb"\[[ \t\r\n]*\]|\{[ \t\r\n]*\}")
+# The rest of a string after its opening quote, anchored where it starts, so an
+# unterminated one is scanned once, not once per later quote.
+_JSON_STRING_REST = re.compile(rb'[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+
+
+def _json_values_exceed(data: bytes, limit: int) -> bool:
+    """Whether the JSON text holds more than `limit` values, decided before parsing it.
+
+    Most bodies are settled by the first line: commas and brackets, strings
+    included, bound the count from above. Otherwise strings are skipped one by
+    one (a Python step per string, and valid JSON has at most two strings per
+    counted value, so a body of strings alone stops the scan early too) and the
+    structure between them is counted in C.
+    """
+    if data.count(b",") + data.count(b"[") + data.count(b"{") < limit:
+        return False
+    values = 1
+    strings = 0
+    position = 0
+    while True:
+        quote = data.find(b'"', position)
+        stop = len(data) if quote < 0 else quote
+        while position < stop:
+            # Counted a piece at a time, each cut after a comma (no empty
+            # container holds one), so the count can stop near the limit.
+            cut = data.find(b",", position + _READ_CHUNK, stop)
+            cut = stop if cut < 0 else cut + 1
+            segment = data[position:cut]
+            values += segment.count(b",")
+            if b"[" in segment or b"{" in segment:
+                values += segment.count(b"[") + segment.count(b"{") - _JSON_EMPTY.subn(b"", segment)[1]
+            if values > limit:
+                return True
+            position = cut
+        if quote < 0:
+            return False
+        strings += 1
+        end = _JSON_STRING_REST.match(data, quote + 1)
+        if end is None or strings > 2 * values + 1:
+            # An unterminated string, or more strings than valid JSON can hold
+            # around this many values: the parser stops at or before here.
+            return False
+        position = end.end()
 
 
 def _depth_exceeds(value: Any, max_depth: int) -> bool:

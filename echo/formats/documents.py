@@ -95,6 +95,9 @@ def body_view(
     if encoding:
         view["content_encoding"] = encoding
         view["decoded_size"] = len(decoded)
+        # text and base64 show the decoded bytes; the bytes on the wire (as
+        # kept, see truncated) stay recoverable beside them.
+        view["wire_base64"] = base64.b64encode(wire).decode("ascii")
     return view
 
 
@@ -181,7 +184,7 @@ def exchange_document(exchange: Exchange, bodies: bool = True) -> dict[str, Any]
     if bodies:
         response["body"] = response_body(exchange)
     else:
-        request["body"] = {k: v for k, v in request["body"].items() if k not in ("text", "base64")}
+        request["body"] = {k: v for k, v in request["body"].items() if k not in ("text", "base64", "wire_base64")}
         response["body"] = {"size": exchange.response.body_size, "sha256": exchange.response.body_sha256}
     return {
         "id": exchange.id,

@@ -16,8 +16,8 @@ floats that are not finite) is kept as the records themselves.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson

@@ -67,6 +67,7 @@ def wire(value: str) -> str:
 
 
 _VISIBLE_ASCII = re.compile(rb"[\x21-\x7e]*")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def escape_target(raw: bytes) -> str:
@@ -100,6 +101,11 @@ def decode_text(data: bytes, content_type: str | None) -> str | None:
         if declared:
             charset = codec_name(declared) or charset
     try:
-        return data.decode(charset)
+        text = data.decode(charset)
     except (ValueError, LookupError):  # idna, punycode and undefined raise a bare UnicodeError (a ValueError)
         return None
+    if not text.isascii() and _LONE_SURROGATE.search(text):
+        # utf-7 "+2AA-" and unicode_escape "\ud800" decode to lone surrogates,
+        # which no page, JSON document or log line can encode: not text.
+        return None
+    return text

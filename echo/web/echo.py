@@ -12,18 +12,18 @@ import hashlib
 import logging
 import socket
 import time
-from collections.abc import Mapping
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from werkzeug.datastructures import MIMEAccept
 from werkzeug.http import parse_accept_header
 
 from ..answer.controls import DEFAULT_BODY_TYPE, ControlError, ControlLimits, ResponsePlan, plan
+from ..answer.held import RETRY_AFTER_SECONDS, HeldBudget
 from ..capture.request import EMPTY_SHA256, CaptureLimits, capture
 from ..formats.documents import dumps, echo_document, echo_json, error_document
 from ..model.http import HTML_TYPE, JSON_TYPE, PAGE_CSP, SANDBOX_CSP, status_line, wire
 from ..model.records import Exchange, IdSource, RequestRecord, ResponseRecord
-from ..answer.held import RETRY_AFTER_SECONDS, HeldBudget
 from ..observe.recorder import Recorder
 from .cors import Headers, cors_headers, is_preflight, preflight_headers
 
@@ -120,7 +120,17 @@ class EchoHandler:
         controls: Mapping[str, Any] = {}
         rebuildable = False  # the echo JSON is rebuilt from the record on read, not stored twice
 
-        if record.too_large:
+        if record.too_large and record.body_size <= self.capture_limits.max_body:
+            # Under the limit on the wire: its Content-Encoding decoded past it.
+            # Decoding stops at the first byte over, so that is the size known.
+            status, headers, body = self._error(413, error_document(
+                f"request body decodes ({record.content_encoding}) to more than the limit",
+                limit=self.capture_limits.max_body,
+                decoded_size=self.capture_limits.max_body + 1,
+                wire_size=record.body_size,
+                setting="--max-body",
+            ))
+        elif record.too_large:
             status, headers, body = self._error(413, error_document(
                 "request body is larger than the limit",
                 limit=self.capture_limits.max_body,

@@ -20,7 +20,8 @@ installed on the server by the CLI:
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from waitress import wasyncore
 from waitress.channel import HTTPChannel
