@@ -185,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     # TcpWSGIServer keeps its sockets in _map, MultiSocketServer (several listen addresses) in map.
-    sockets = getattr(server, "map", None) or server._map
+    sockets = getattr(server, "map", None) or server._map  # type: ignore[union-attr]
     install(sockets, settings.max_header, settings.connection_limit)
     held = services(app).held
     try:
@@ -204,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             logging.getLogger("echo").warning("stopping with %d connection(s) still unanswered", left)
     finally:
         held.stop()
-        server.task_dispatcher.shutdown(cancel_pending=True, timeout=SHUTDOWN_GRACE_SECONDS)
+        server.task_dispatcher.shutdown(cancel_pending=True, timeout=SHUTDOWN_GRACE_SECONDS)  # type: ignore[arg-type]
         server.close()
         store.close()
     print("Echo stopped", flush=True)

@@ -216,36 +216,47 @@ SETTINGS: tuple[Setting, ...] = (
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
 
 
+def _default(name: str) -> Any:
+    return SETTINGS_BY_NAME[name].default
+
+
+def flag(name: str) -> str:
+    """The command-line flag of a setting, for messages: flag("max_body") is "--max-body"."""
+    return SETTINGS_BY_NAME[name].flag
+
+
 @dataclass(frozen=True)
 class Settings:
-    """The validated configuration of one Echo server."""
+    """The validated configuration of one Echo server.
 
-    host: str = "127.0.0.1"
-    port: int = 8080
-    threads: int = THREADS
-    max_held: int | None = None
-    connection_limit: int = CONNECTION_LIMIT
-    channel_timeout: int = CHANNEL_TIMEOUT_SECONDS
-    history: int = HISTORY_LIMIT
-    history_ttl: float = 0.0
-    store: str = "memory://"
-    store_prefix: str = "echo"
-    store_timeout: float = 0.5
-    start_without_store: bool = False
-    max_body: int = MAX_BODY_BYTES
-    keep_body: int = KEEP_BODY_BYTES
-    max_header: int = MAX_HEADER_BYTES
-    max_delay: float = MAX_DELAY_SECONDS
-    max_json_depth: int = MAX_JSON_DEPTH
-    max_json_values: int = MAX_JSON_VALUES
-    max_form_parts: int = MAX_FORM_PARTS
-    ui_prefix: str = "/_/"
-    ui_auth: str = ""
-    redact: tuple[str, ...] = ()
-    no_cors: bool = False
-    no_metrics: bool = False
-    trusted_proxy: str = ""
-    log: str = "text"
+    Each field's default is its row's in `SETTINGS`, named there once."""
+
+    host: str = _default("host")
+    port: int = _default("port")
+    threads: int = _default("threads")
+    max_held: int | None = _default("max_held")
+    connection_limit: int = _default("connection_limit")
+    channel_timeout: int = _default("channel_timeout")
+    history: int = _default("history")
+    history_ttl: float = _default("history_ttl")
+    store: str = _default("store")
+    store_prefix: str = _default("store_prefix")
+    store_timeout: float = _default("store_timeout")
+    start_without_store: bool = _default("start_without_store")
+    max_body: int = _default("max_body")
+    keep_body: int = _default("keep_body")
+    max_header: int = _default("max_header")
+    max_delay: float = _default("max_delay")
+    max_json_depth: int = _default("max_json_depth")
+    max_json_values: int = _default("max_json_values")
+    max_form_parts: int = _default("max_form_parts")
+    ui_prefix: str = _default("ui_prefix")
+    ui_auth: str = _default("ui_auth")
+    redact: tuple[str, ...] = _default("redact")
+    no_cors: bool = _default("no_cors")
+    no_metrics: bool = _default("no_metrics")
+    trusted_proxy: str = _default("trusted_proxy")
+    log: str = _default("log")
 
     @property
     def held_limit(self) -> int:
@@ -269,9 +280,10 @@ def load_settings(
             values[setting.name] = _convert(setting, environ[setting.env], setting.env)
             where[setting.name] = setting.env
     for name, raw in (overrides or {}).items():
-        setting = SETTINGS_BY_NAME.get(name)
-        if setting is None:
+        found = SETTINGS_BY_NAME.get(name)
+        if found is None:
             raise ConfigError(f"unknown setting {name!r}")
+        setting = found
         if raw is None:
             continue
         values[name] = _convert(setting, raw, setting.flag)
@@ -292,7 +304,7 @@ def _check_held(settings: Settings, where: str) -> None:
 
 
 def _convert(setting: Setting, raw: Any, where: str) -> Any:
-    if isinstance(raw, (int, float, tuple, bool)) and not isinstance(raw, str):
+    if isinstance(raw, (int, float, tuple, bool)):
         if isinstance(raw, tuple):
             raw = ",".join(raw)
         elif isinstance(raw, bool) and setting.metavar is not None:

@@ -18,7 +18,7 @@ from email.utils import parsedate_to_datetime
 from types import MappingProxyType
 from typing import Any, Protocol
 
-from ..config import MAX_DELAY_SECONDS
+from ..config import MAX_DELAY_SECONDS, flag
 from ..model.http import FRAMING_HEADERS, TOKEN, TOKEN_CHARS
 from ..model.records import Pairs
 
@@ -320,7 +320,7 @@ def _delete_cookie(raw: str, limits: ControlLimits, rng: Chooser) -> str:
 
 def _delay(raw: str, limits: ControlLimits, rng: Chooser) -> float:
     text = raw.strip()
-    allowed = f"a number of seconds from 0 to {limits.max_delay:g} (--max-delay)"
+    allowed = f"a number of seconds from 0 to {limits.max_delay:g} ({flag('max_delay')})"
     if not _DELAY.fullmatch(text):
         raise _Refused(f"delay must be {allowed}")
     value = float(text)

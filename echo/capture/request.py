@@ -17,7 +17,7 @@ import re
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote, unquote_to_bytes
 
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -26,7 +26,7 @@ from werkzeug.http import parse_options_header
 from werkzeug.sansio.http import parse_cookie
 from werkzeug.wsgi import get_input_stream
 
-from ..config import MAX_BODY_BYTES, MAX_FORM_PARTS, MAX_JSON_DEPTH, MAX_JSON_VALUES
+from ..config import MAX_BODY_BYTES, MAX_FORM_PARTS, MAX_JSON_DEPTH, MAX_JSON_VALUES, flag
 from ..model.http import codec_name, decode_text, escape_target, is_json_type
 from ..model.records import FileInfo, IdSource, Pairs, RequestRecord
 
@@ -72,7 +72,7 @@ def capture(environ: dict[str, Any], limits: CaptureLimits, ids: IdSource) -> Re
         # per exchange in history: the form limit bounds the query too.
         errors.append(
             f"query has more than the limit of {limits.max_form_parts} parameters "
-            "(--max-form-parts); args cut to the first ones"
+            f"({flag('max_form_parts')}); args cut to the first ones"
         )
         args = args[: limits.max_form_parts]
 
@@ -86,13 +86,13 @@ def capture(environ: dict[str, Any], limits: CaptureLimits, ids: IdSource) -> Re
     files: tuple[FileInfo, ...] = ()
     parsed_json: Any = None
     if too_large:
-        errors.append(f"body of {size} bytes exceeds the limit of {limits.max_body} bytes (--max-body)")
+        errors.append(f"body of {size} bytes exceeds the limit of {limits.max_body} bytes ({flag('max_body')})")
     else:
         content, encoding_error, bomb = _decode_content(body, encoding_header, limits.max_body)
         if bomb:
             too_large = True
             errors.append(
-                f"{encoding_header}-decoded body exceeds the limit of {limits.max_body} bytes (--max-body); "
+                f"{encoding_header}-decoded body exceeds the limit of {limits.max_body} bytes ({flag('max_body')}); "
                 f"decoding stopped at {limits.max_body + 1} bytes, from {size} on the wire"
             )
         elif encoding_error and content is None:
@@ -191,7 +191,7 @@ def _split_query(raw: bytes, limit: int | None = None) -> list[tuple[bytes, byte
     "more than the limit" without the body ever becoming millions of objects
     (10 MiB of "a&a&..." is five million pairs, over 700 MiB as Python objects).
     """
-    pairs = []
+    pairs: list[tuple[bytes, bytes]] = []
     for match in _QUERY_PIECE.finditer(raw):
         if limit is not None and len(pairs) > limit:
             break
@@ -328,7 +328,7 @@ def _parse_body(
         form = _pairs(data, "form body", errors, limits.max_form_parts)
         if len(form) > limits.max_form_parts:
             errors.append(
-                f"form has more than the limit of {limits.max_form_parts} fields (--max-form-parts); form left empty"
+                f"form has more than the limit of {limits.max_form_parts} fields ({flag('max_form_parts')}); form left empty"
             )
             form = ()
     elif mimetype.startswith("multipart/"):
@@ -363,14 +363,15 @@ def _parse_multipart(
         errors.append(f"invalid multipart body: {exc}")
         return (), ()
     except RequestEntityTooLarge as exc:  # werkzeug's answer to too many parts
-        errors.append(f"multipart body not parsed: {exc.description} (--max-form-parts)")
+        errors.append(f"multipart body not parsed: {exc.description} ({flag('max_form_parts')})")
         return (), ()
     infos = []
     for name, storage in files.items(multi=True):
-        data = storage.stream.getbuffer()  # the BytesIO from _memory_stream: no copy
-        infos.append(FileInfo(name, storage.filename or "", storage.content_type or "", len(data),
-                              hashlib.sha256(data).hexdigest()))
-        data.release()
+        stream = cast(io.BytesIO, storage.stream)  # _memory_stream made it
+        view = stream.getbuffer()  # no copy
+        infos.append(FileInfo(name, storage.filename or "", storage.content_type or "", len(view),
+                              hashlib.sha256(view).hexdigest()))
+        view.release()
     return tuple(form.items(multi=True)), tuple(infos)
 
 
@@ -399,7 +400,7 @@ def _parse_json(data: bytes, limits: CaptureLimits, errors: list[str], strict: b
         return None
     if _json_values_exceed(data, limits.max_json_values):
         errors.append(
-            f"JSON has more than the limit of {limits.max_json_values} values (--max-json-values); shown in body only"
+            f"JSON has more than the limit of {limits.max_json_values} values ({flag('max_json_values')}); shown in body only"
         )
         return None
     try:
@@ -408,7 +409,7 @@ def _parse_json(data: bytes, limits: CaptureLimits, errors: list[str], strict: b
         errors.append(f"invalid JSON: {exc}")
         return None
     except RecursionError:
-        errors.append(f"JSON nested deeper than {max_depth} levels (--max-json-depth); shown in body only")
+        errors.append(f"JSON nested deeper than {max_depth} levels ({flag('max_json_depth')}); shown in body only")
         return None
     except ValueError as exc:  # JSONDecodeError, and ints over Python's digit limit
         if strict or not isinstance(exc, json.JSONDecodeError):
@@ -416,7 +417,7 @@ def _parse_json(data: bytes, limits: CaptureLimits, errors: list[str], strict: b
         return None
     # Depth is at most the number of opening brackets: most bodies skip the walk.
     if data.count(b"[") + data.count(b"{") > max_depth and _depth_exceeds(value, max_depth):
-        errors.append(f"JSON nested deeper than {max_depth} levels (--max-json-depth); shown in body only")
+        errors.append(f"JSON nested deeper than {max_depth} levels ({flag('max_json_depth')}); shown in body only")
         return None
     return value
 

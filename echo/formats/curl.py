@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import re
 
+from ..config import flag
 from ..model.http import escape_target
 from ..model.records import RequestRecord
 from ..model.redact import REDACTED
@@ -194,7 +195,7 @@ def curl_command(record: RequestRecord) -> str:
         if record.truncated:
             notes.append(
                 f"# the body was cut to {len(record.body)} of {record.body_size} bytes in history "
-                "(--keep-body); this sends the part that was kept"
+                f"({flag('keep_body')}); this sends the part that was kept"
             )
         argument = _inline_argument(record.body)
         if argument is not None:

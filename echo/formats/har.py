@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+from ..config import flag
 from ..model.http import status_line
 from ..model.records import Exchange
 from ..version import __version__
@@ -76,7 +77,7 @@ def _content(view: dict[str, Any], mime: str) -> dict[str, Any]:
         content["text"] = view["base64"]
         content["encoding"] = "base64"
     if view.get("truncated"):
-        content["comment"] = f"cut to the first bytes kept in history (--keep-body) of {view['size']}"
+        content["comment"] = f"cut to the first bytes kept in history ({flag('keep_body')}) of {view['size']}"
     return content
 
 
@@ -91,7 +92,7 @@ def _post_data(exchange: Exchange, body: dict[str, Any]) -> dict[str, Any]:
         post["text"] = body["base64"] or ""
         comments.append("base64-encoded body")
     if body["truncated"]:
-        comments.append(f"cut to the first bytes kept in history (--keep-body) of {req.body_size}")
+        comments.append(f"cut to the first bytes kept in history ({flag('keep_body')}) of {req.body_size}")
     if comments:
         post["comment"] = "; ".join(comments)
     params: list[dict[str, Any]] = _pairs(req.form)

@@ -44,7 +44,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
-from ..config import ConfigError
+from ..config import ConfigError, flag
 from ..model.records import Exchange
 from .base import Health, Query, Store, StoreError
 from .codec import CodecError, exchange_from_bytes, exchange_to_bytes
@@ -225,9 +225,9 @@ class RedisStore(Store):
 
     def __init__(self, url: str, *, limit: int, prefix: str = "echo", timeout: float = 0.5, ttl: float = 0.0) -> None:
         if not prefix:
-            raise ConfigError("--store-prefix: must not be empty for a Redis store")
+            raise ConfigError(f"{flag('store_prefix')}: must not be empty for a Redis store")
         if timeout <= 0:
-            raise ConfigError("--store-timeout: must be more than 0 for a Redis store (a dead Redis would hang requests)")
+            raise ConfigError(f"{flag('store_timeout')}: must be more than 0 for a Redis store (a dead Redis would hang requests)")
         parts = urlsplit(url)
         url = urlunsplit(parts._replace(scheme=parts.scheme.lower()))
         try:
@@ -239,7 +239,7 @@ class RedisStore(Store):
                 health_check_interval=0,
             )
         except ValueError as exc:
-            raise ConfigError(f"--store: {exc}") from None
+            raise ConfigError(f"{flag('store')}: {exc}") from None
         self._where = self._describe(parts.scheme.lower())
         self._limit = limit
         self._ttl_ms = max(1, round(ttl * 1000)) if ttl > 0 else 0

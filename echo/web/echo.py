@@ -21,6 +21,7 @@ from werkzeug.http import parse_accept_header
 from ..answer.controls import DEFAULT_BODY_TYPE, ControlError, ControlLimits, ResponsePlan, plan
 from ..answer.held import RETRY_AFTER_SECONDS, HeldBudget
 from ..capture.request import EMPTY_SHA256, CaptureLimits, capture
+from ..config import flag
 from ..formats.documents import dumps, echo_document, echo_json, error_document
 from ..model.http import HTML_TYPE, JSON_TYPE, PAGE_CSP, SANDBOX_CSP, status_line, wire
 from ..model.records import Exchange, IdSource, RequestRecord, ResponseRecord
@@ -128,14 +129,14 @@ class EchoHandler:
                 limit=self.capture_limits.max_body,
                 decoded_size=self.capture_limits.max_body + 1,
                 wire_size=record.body_size,
-                setting="--max-body",
+                setting=flag("max_body"),
             ))
         elif record.too_large:
             status, headers, body = self._error(413, error_document(
                 "request body is larger than the limit",
                 limit=self.capture_limits.max_body,
                 size=record.body_size,
-                setting="--max-body",
+                setting=flag("max_body"),
             ))
         elif self.cors and is_preflight(record.method, environ):
             status, headers, body = 204, preflight_headers(environ), b""
@@ -151,7 +152,7 @@ class EchoHandler:
                     status, headers, body = self._error(503, error_document(
                         "too many requests are waiting (_delay) already; try again shortly",
                         limit=self.held.limit,
-                        setting="--max-held",
+                        setting=flag("max_held"),
                     ))
                     headers.append(("Retry-After", str(RETRY_AFTER_SECONDS)))
                 else:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from waitress import wasyncore
 from waitress.channel import HTTPChannel
@@ -29,6 +29,8 @@ from waitress.parser import HTTPRequestParser, ParsingError
 from waitress.receiver import ChunkedReceiver
 from waitress.server import BaseWSGIServer
 from waitress.utilities import BadRequest, find_double_newline
+
+from ..config import flag
 
 # How often the stopping loop looks whether everything received is answered.
 DRAIN_TICK_SECONDS = 0.05
@@ -76,7 +78,7 @@ class BoundedChunkedReceiver(ChunkedReceiver):
         return consumed
 
     def _refuse(self, s: bytes, what: str) -> int:
-        self.error = BadRequest(f"{what} longer than {self.limit} bytes (--max-header)")
+        self.error = BadRequest(f"{what} longer than {self.limit} bytes ({flag('max_header')})")
         self.all_chunks_received = True
         self.control_line = self.trailer = b""
         return len(s)  # swallowed: the connection closes after the 400
@@ -89,7 +91,7 @@ class EchoParser(HTTPRequestParser):
 
     def parse_header(self, header_plus: bytes) -> None:
         super().parse_header(header_plus)
-        headers = self.headers
+        headers = cast(dict[str, str], self.headers)  # a dict at run time; a Mapping in the stubs
         problem = None
         if self.chunked and "CONTENT_LENGTH" in headers:
             problem = ("Content-Length and Transfer-Encoding together: ambiguous framing "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Response, request
 
+from ...config import flag
 from ...model.redact import basic_credentials_match
 from ..services import services
 from .common import api_error, bp
@@ -28,6 +29,6 @@ def require_auth() -> Response | None:
         return None
     if basic_credentials_match(request.headers.get("Authorization", ""), expected):
         return None
-    response = api_error(401, "authentication required: this inspector needs the user and password of --ui-auth")
+    response = api_error(401, f"authentication required: this inspector needs the user and password of {flag('ui_auth')}")
     response.headers["WWW-Authenticate"] = 'Basic realm="Echo inspector", charset="UTF-8"'
     return response

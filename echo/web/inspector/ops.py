@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Response
 
+from ...config import flag
 from ...history import StoreError
 from ...version import __version__
 from ..services import services
@@ -30,7 +31,7 @@ def healthz() -> Response:
 def metrics() -> Response:
     found = services()
     if not found.options.metrics:
-        return api_error(404, "metrics are turned off (--no-metrics)")
+        return api_error(404, f"metrics are turned off ({flag('no_metrics')})")
     try:
         size = found.store.count()
     except StoreError:
