@@ -12,12 +12,13 @@ import hashlib
 import logging
 import socket
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from werkzeug.datastructures import MIMEAccept
 from werkzeug.http import parse_accept_header
 
+from ..answer.answer import Answer
 from ..answer.controls import DEFAULT_BODY_TYPE, ControlError, ControlLimits, ResponsePlan, plan
 from ..answer.held import RETRY_AFTER_SECONDS, HeldBudget
 from ..capture.request import EMPTY_SHA256, CaptureLimits, capture
@@ -110,21 +111,18 @@ class EchoHandler:
             return self._handle(environ, start_response)
         except Exception:  # noqa: BLE001 - the last line of defence; every known case is handled above it
             log.exception("echo failed on %s %s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
-            status, headers, body = self._error(500, error_document("Echo failed to answer this request; see the server log"))
-            start_response(status_line(status), headers)
-            return [body]
+            failed = self._error(500, error_document("Echo failed to answer this request; see the server log"))
+            start_response(status_line(failed.status), failed.headers)
+            return [failed.body] if isinstance(failed.body, bytes) else failed.body
 
     def _handle(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         began = time.perf_counter()
         record = capture(environ, self.capture_limits, self.ids)
-        origin = environ.get("HTTP_ORIGIN") if self.cors else None
         controls: Mapping[str, Any] = {}
-        rebuildable = False  # the echo JSON is rebuilt from the record on read, not stored twice
-
         if record.too_large and record.body_size <= self.capture_limits.max_body:
             # Under the limit on the wire: its Content-Encoding decoded past it.
             # Decoding stops at the first byte over, so that is the size known.
-            status, headers, body = self._error(413, error_document(
+            answer = self._error(413, error_document(
                 f"request body decodes ({record.content_encoding}) to more than the limit",
                 limit=self.capture_limits.max_body,
                 decoded_size=self.capture_limits.max_body + 1,
@@ -132,67 +130,84 @@ class EchoHandler:
                 setting=flag("max_body"),
             ))
         elif record.too_large:
-            status, headers, body = self._error(413, error_document(
+            answer = self._error(413, error_document(
                 "request body is larger than the limit",
                 limit=self.capture_limits.max_body,
                 size=record.body_size,
                 setting=flag("max_body"),
             ))
         elif self.cors and is_preflight(record.method, environ):
-            status, headers, body = 204, preflight_headers(environ), b""
+            answer = Answer(204, preflight_headers(environ))
         else:
             decided = plan(record.args, record.headers, self.control_limits)
             if isinstance(decided, ControlError):
-                status, headers, body = self._error(400, error_document(
-                    decided.message, param=decided.param, value=decided.value
-                ))
+                answer = self._error(400, error_document(decided.message, param=decided.param, value=decided.value))
             else:
                 controls = decided.summary()
                 if decided.delay and not self.held.acquire():
-                    status, headers, body = self._error(503, error_document(
+                    answer = self._error(503, error_document(
                         "too many requests are waiting (_delay) already; try again shortly",
                         limit=self.held.limit,
                         setting=flag("max_held"),
                     ))
-                    headers.append(("Retry-After", str(RETRY_AFTER_SECONDS)))
+                    answer.headers.append(("Retry-After", str(RETRY_AFTER_SECONDS)))
                 else:
                     if decided.delay:
                         try:
                             _wait(decided.delay, environ, self.held)
                         finally:
                             self.held.release()
-                    status, headers, body, rebuildable = self._answer(record, decided, controls, environ)
+                    answer = self._answer(record, decided, controls, environ)
+        return self._send(record, answer, controls, began, environ, start_response)
 
+    def _send(
+        self,
+        record: RequestRecord,
+        answer: Answer,
+        controls: Mapping[str, Any],
+        began: float,
+        environ: dict[str, Any],
+        start_response: StartResponse,
+    ) -> Iterable[bytes]:
+        """Add Echo's own headers, record the exchange, and hand the answer to WSGI."""
+        headers = answer.headers
         headers.append(("X-Echo-Id", record.id))
+        origin = environ.get("HTTP_ORIGIN") if self.cors else None
         if origin:
             headers.extend(cors_headers(origin, headers))
-        if status in _BODYLESS:
+        body = answer.body
+        if answer.status in _BODYLESS:
             body = b""
             headers = [(n, v) for n, v in headers if n.lower() != "content-length"]
-            if status == 205:
+            if answer.status == 205:
                 headers.append(("Content-Length", "0"))
-        duration_ms = (time.perf_counter() - began) * 1000
         content_type = next((v for n, v in headers if n.lower() == "content-type"), "")
-        sent = b"" if record.method == "HEAD" else body
+        if record.method == "HEAD":
+            body = b""
+        if not isinstance(body, bytes):
+            # A streamed body is recorded once it has been sent, as it was sent.
+            start_response(status_line(answer.status), [(n, wire(v)) for n, v in headers])
+            return RecordedBody(body, self.recorder, record, answer.status, tuple(headers), content_type,
+                                controls, began)
         self.recorder.observe(Exchange(
             request=record,
             response=ResponseRecord(
-                status=status,
+                status=answer.status,
                 headers=tuple(headers),
-                body=None if rebuildable and sent else sent,
-                body_size=len(sent),
-                body_sha256=hashlib.sha256(sent).hexdigest() if sent else EMPTY_SHA256,
+                body=None if answer.rebuildable and body else body,
+                body_size=len(body),
+                body_sha256=hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256,
                 content_type=content_type,
             ),
             controls=controls,
-            duration_ms=duration_ms,
+            duration_ms=(time.perf_counter() - began) * 1000,
         ))
-        start_response(status_line(status), [(n, wire(v)) for n, v in headers])
-        return [sent] if sent else []
+        start_response(status_line(answer.status), [(n, wire(v)) for n, v in headers])
+        return [body] if body else []
 
     def _answer(
         self, record: RequestRecord, decided: ResponsePlan, controls: Mapping[str, Any], environ: dict[str, Any]
-    ) -> tuple[int, Headers, bytes, bool]:
+    ) -> Answer:
         caller_type = decided.content_type
         if decided.body is not None:
             body = decided.body
@@ -216,7 +231,7 @@ class EchoHandler:
         headers += _body_headers(body, csp)
         headers.extend(decided.headers)
         headers.extend(("Set-Cookie", cookie) for cookie in decided.cookies)
-        return decided.status, headers, body, rebuildable
+        return Answer(decided.status, headers, body, rebuildable=rebuildable)
 
     def _wants_html(self, decided: ResponsePlan, environ: dict[str, Any]) -> bool:
         if decided.format:
@@ -227,6 +242,69 @@ class EchoHandler:
         accepted = parse_accept_header(accept, MIMEAccept)
         return accepted["text/html"] > accepted["application/json"]
 
-    def _error(self, status: int, doc: dict[str, Any]) -> tuple[int, Headers, bytes]:
+    def _error(self, status: int, doc: dict[str, Any]) -> Answer:
+        """The one error shape of the echo: {"error", ...} as JSON with `status`."""
         body = dumps(doc) + b"\n"
-        return status, [_JSON_CONTENT_TYPE, *_body_headers(body, SANDBOX_CSP)], body
+        return Answer(status, [_JSON_CONTENT_TYPE, *_body_headers(body, SANDBOX_CSP)], body)
+
+
+class RecordedBody:
+    """A streamed answer's body as WSGI sends it: each chunk is counted and hashed
+    as it goes out, and the exchange is recorded once, when the server closes it
+    (after the last chunk, or when the caller went away)."""
+
+    def __init__(
+        self,
+        chunks: Iterable[bytes],
+        recorder: Recorder,
+        record: RequestRecord,
+        status: int,
+        headers: tuple[tuple[str, str], ...],
+        content_type: str,
+        controls: Mapping[str, Any],
+        began: float,
+    ) -> None:
+        self._chunks = chunks
+        self._recorder = recorder
+        self._record = record
+        self._status = status
+        self._headers = headers
+        self._content_type = content_type
+        self._controls = controls
+        self._began = began
+        self._digest = hashlib.sha256()
+        self._size = 0
+        self._kept = bytearray()
+        self._keep = recorder.keep_body
+        self._closed = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._chunks:
+            self._size += len(chunk)
+            self._digest.update(chunk)
+            if len(self._kept) < self._keep:
+                self._kept += chunk[: self._keep - len(self._kept)]
+            yield chunk
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        close = getattr(self._chunks, "close", None)
+        if close is not None:
+            close()
+        kept = bytes(self._kept)
+        self._recorder.observe(Exchange(
+            request=self._record,
+            response=ResponseRecord(
+                status=self._status,
+                headers=self._headers,
+                body=kept,
+                body_size=self._size,
+                body_sha256=self._digest.hexdigest(),
+                content_type=self._content_type,
+                truncated=len(kept) < self._size,
+            ),
+            controls=self._controls,
+            duration_ms=(time.perf_counter() - self._began) * 1000,
+        ))
