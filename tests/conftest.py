@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -100,3 +101,13 @@ def browser() -> Iterator[Any]:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         yield chromium
         chromium.close()
+
+
+@pytest.fixture
+def sockets() -> Iterator[list[socket.socket]]:
+    """Sockets a test leaves open, closed after it: request this fixture before the
+    server's, so that they are closed after the server has stopped."""
+    opened: list[socket.socket] = []
+    yield opened
+    for sock in opened:
+        sock.close()

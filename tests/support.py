@@ -220,3 +220,40 @@ def start_redis(port: int | None = None) -> RedisServer:
             time.sleep(0.05)
     proc.kill()
     raise RuntimeError("redis-server did not start")
+
+
+def http_request(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]] | None = None,
+                 body: bytes | None = None) -> bytes:
+    """One HTTP/1.1 request as raw bytes, Content-Length added for a body."""
+    lines = [method + b" " + target + b" HTTP/1.1", b"Host: 127.0.0.1", b"Connection: close"]
+    lines += [name + b": " + value for name, value in headers or []]
+    if body is not None:
+        lines.append(b"Content-Length: " + str(len(body)).encode())
+    return b"\r\n".join(lines) + b"\r\n\r\n" + (body or b"")
+
+
+def send(server: EchoServer, data: bytes, timeout: float = 30.0) -> tuple[int, dict[str, str], bytes]:
+    """Send raw bytes; the answer must be one complete HTTP response."""
+    raw = raw_request(server.port, data, timeout=timeout)
+    assert raw.startswith(b"HTTP/1."), f"no answer (dropped connection?): {raw[:80]!r}"
+    status, header_list, body = split_response(raw)
+    headers = {name.lower(): value for name, value in header_list}
+    if "content-length" in headers:
+        assert len(body) == int(headers["content-length"]), "answer cut short"
+    elif headers.get("transfer-encoding", "").lower() == "chunked":
+        body = dechunk(body)
+    return status, headers, body
+
+
+def dechunk(data: bytes) -> bytes:
+    """A chunked body, joined; it must end with the last (empty) chunk."""
+    out = []
+    while True:
+        size_line, sep, data = data.partition(b"\r\n")
+        assert sep, "chunked answer cut short"
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            return b"".join(out)
+        out.append(data[:size])
+        assert data[size:size + 2] == b"\r\n", "malformed chunk"
+        data = data[size + 2:]

@@ -23,50 +23,13 @@ from typing import Any
 
 import pytest
 
-from support import ROOT, EchoServer, raw_request, split_response, start_echo
+from support import ROOT, EchoServer, http_request, send, start_echo
 
 MiB = 1024 * 1024
 ANSWER_TIMEOUT = 30.0
 # Peak growth allowed for one 10 MiB hostile body. Reading it, keeping it and
 # echoing it back costs a few copies of 10 MiB; the attacks cost 500-800 MiB.
 PEAK_GROWTH_MIB = 96
-
-
-def http_request(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]] | None = None,
-                 body: bytes | None = None) -> bytes:
-    """One HTTP/1.1 request as raw bytes, Content-Length added for a body."""
-    lines = [method + b" " + target + b" HTTP/1.1", b"Host: 127.0.0.1", b"Connection: close"]
-    lines += [name + b": " + value for name, value in headers or []]
-    if body is not None:
-        lines.append(b"Content-Length: " + str(len(body)).encode())
-    return b"\r\n".join(lines) + b"\r\n\r\n" + (body or b"")
-
-
-def send(server: EchoServer, data: bytes) -> tuple[int, dict[str, str], bytes]:
-    """Send raw bytes; the answer must be one complete HTTP response."""
-    raw = raw_request(server.port, data, timeout=ANSWER_TIMEOUT)
-    assert raw.startswith(b"HTTP/1."), f"no answer (dropped connection?): {raw[:80]!r}"
-    status, header_list, body = split_response(raw)
-    headers = {name.lower(): value for name, value in header_list}
-    if "content-length" in headers:
-        assert len(body) == int(headers["content-length"]), "answer cut short"
-    elif headers.get("transfer-encoding", "").lower() == "chunked":
-        body = dechunk(body)
-    return status, headers, body
-
-
-def dechunk(data: bytes) -> bytes:
-    """A chunked body, joined; it must end with the last (empty) chunk."""
-    out = []
-    while True:
-        size_line, sep, data = data.partition(b"\r\n")
-        assert sep, "chunked answer cut short"
-        size = int(size_line.split(b";")[0], 16)
-        if size == 0:
-            return b"".join(out)
-        out.append(data[:size])
-        assert data[size:size + 2] == b"\r\n", "malformed chunk"
-        data = data[size + 2:]
 
 
 def post(server: EchoServer, body: bytes, content_type: bytes, *extra: tuple[bytes, bytes],
@@ -325,36 +288,29 @@ def gzip_members(*parts: bytes) -> bytes:
     (gzip_members(b"[" * 10, b"]" * 10), b"x-gzip", b"[" * 10 + b"]" * 10),
     (gzip.compress(gzip_members(b'{"b":', b"true}")), b"gzip, gzip", b'{"b":true}'),  # members inside a gzip
 ], ids=["two", "four-one-empty", "x-gzip", "nested"])
-def test_every_gzip_member_is_decoded(live: EchoServer, wire: bytes, codings: bytes, decoded: bytes) -> None:
-    status, headers, answer = post(live, wire, JSON_TYPE, (b"Content-Encoding", codings))
+def test_every_gzip_member_is_decoded(live_server: EchoServer, wire: bytes, codings: bytes, decoded: bytes) -> None:
+    status, headers, answer = post(live_server, wire, JSON_TYPE, (b"Content-Encoding", codings))
     document = strict_json(answer)
     assert status == 200 and document["errors"] == []
     assert document["json"] == json.loads(decoded)
     assert document["body"]["text"] == decoded.decode() and document["body"]["decoded_size"] == len(decoded)
-    assert recorded(live, headers["x-echo-id"])["request"]["json"] == json.loads(decoded)
+    assert recorded(live_server, headers["x-echo-id"])["request"]["json"] == json.loads(decoded)
 
 
-def test_bytes_after_the_last_member_are_named(live: EchoServer) -> None:
-    status, _, answer = post(live, gzip_members(b"[1]", b"[2") + b"\0\0\0", b"text/plain",
+def test_bytes_after_the_last_member_are_named(live_server: EchoServer) -> None:
+    status, _, answer = post(live_server, gzip_members(b"[1]", b"[2") + b"\0\0\0", b"text/plain",
                              (b"Content-Encoding", b"gzip"))
     document = strict_json(answer)
     assert status == 200 and document["body"]["text"] == "[1][2"
     assert any("3 bytes after the last gzip member" in error for error in document["errors"]), document["errors"]
 
 
-def test_a_truncated_second_member_is_an_error(live: EchoServer) -> None:
-    status, _, answer = post(live, gzip_members(b"[1]") + gzip.compress(b"[2]")[:-5], JSON_TYPE,
+def test_a_truncated_second_member_is_an_error(live_server: EchoServer) -> None:
+    status, _, answer = post(live_server, gzip_members(b"[1]") + gzip.compress(b"[2]")[:-5], JSON_TYPE,
                              (b"Content-Encoding", b"gzip"))
     document = strict_json(answer)
     assert status == 200 and document["json"] is None
     assert any("could not decode gzip" in error for error in document["errors"]), document["errors"]
-
-
-@pytest.fixture(scope="module")
-def live() -> Iterator[EchoServer]:
-    server = start_echo("--log", "off")
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -464,8 +420,8 @@ def test_wire_bytes_of_a_decoded_body_are_kept(stores: EchoServer, name: str) ->
                for e in strict_json(listing)["exchanges"])
 
 
-def test_an_unencoded_body_has_no_wire_field(live: EchoServer) -> None:
-    _, _, answer = post(live, b"as sent", b"text/plain")
+def test_an_unencoded_body_has_no_wire_field(live_server: EchoServer) -> None:
+    _, _, answer = post(live_server, b"as sent", b"text/plain")
     assert "wire_base64" not in strict_json(answer)["body"]
 
 
@@ -477,7 +433,7 @@ def test_an_unencoded_body_has_no_wire_field(live: EchoServer) -> None:
     ([b"a=1", b"b=2", b"c=3"], {"a": "1", "b": "2", "c": "3"}),
     ([b'd="Mon, 01 Jan 2024"'], {"d": "Mon, 01 Jan 2024"}),  # a comma inside one quoted value stays
 ])
-def test_repeated_cookie_lines_are_all_parsed(live: EchoServer, lines: list[bytes], cookies: dict[str, str]) -> None:
-    status, _, answer = send(live, http_request(b"GET", b"/cookies", [(b"Cookie", line) for line in lines]))
+def test_repeated_cookie_lines_are_all_parsed(live_server: EchoServer, lines: list[bytes], cookies: dict[str, str]) -> None:
+    status, _, answer = send(live_server, http_request(b"GET", b"/cookies", [(b"Cookie", line) for line in lines]))
     document = strict_json(answer)
     assert status == 200 and document["cookies"] == cookies, document

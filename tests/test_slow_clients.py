@@ -14,7 +14,6 @@ import http.client
 import json
 import socket
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -62,32 +61,23 @@ def read_answer(sock: socket.socket) -> tuple[int, bytes]:
 
 
 @pytest.fixture
-def stuck_sockets() -> Iterator[list[socket.socket]]:
-    """Sockets closed after the server has stopped (request this fixture before the server's)."""
-    sockets: list[socket.socket] = []
-    yield sockets
-    for sock in sockets:
-        sock.close()
-
-
-@pytest.fixture
 def two_threads(echo_server: Any) -> EchoServer:
     return echo_server("--log", "off", "--threads", str(THREADS), "--max-delay", "30")
 
 
-def test_half_sent_bodies_and_idle_connections_block_no_one(stuck_sockets: list[socket.socket],
+def test_half_sent_bodies_and_idle_connections_block_no_one(sockets: list[socket.socket],
                                                             two_threads: EchoServer) -> None:
     server = two_threads
     threads_before = server.status_field("Threads")
     half_body = b"POST /half HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 1000\r\n\r\n" + b"a" * 10
     for _ in range(STUCK_CLIENTS):
-        stuck_sockets.append(open_socket(server, half_body))  # promised 1000 bytes, sent 10
-        stuck_sockets.append(open_socket(server))  # connected, never says anything
-        stuck_sockets.append(open_socket(server, b"GET /slow-head HTTP/1.1\r\nHost: x\r\n"))  # headers never end
+        sockets.append(open_socket(server, half_body))  # promised 1000 bytes, sent 10
+        sockets.append(open_socket(server))  # connected, never says anything
+        sockets.append(open_socket(server, b"GET /slow-head HTTP/1.1\r\nHost: x\r\n"))  # headers never end
     chunked = open_socket(server, b"POST /chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel")
-    stuck_sockets.append(chunked)
+    sockets.append(chunked)
     keep_alive = open_socket(server, b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
-    stuck_sockets.append(keep_alive)
+    sockets.append(keep_alive)
     assert read_answer(keep_alive)[0] == 200  # now idle, kept alive
 
     for n in range(3 * THREADS):
@@ -95,8 +85,8 @@ def test_half_sent_bodies_and_idle_connections_block_no_one(stuck_sockets: list[
         assert status == 200 and document["path"] == f"/others/{n}"
 
     # The stuck clients can still finish, and get the right answer.
-    stuck_sockets[0].sendall(b"b" * 990)
-    status, body = read_answer(stuck_sockets[0])
+    sockets[0].sendall(b"b" * 990)
+    status, body = read_answer(sockets[0])
     assert status == 200 and json.loads(body)["body"]["text"] == "a" * 10 + "b" * 990
     chunked.sendall(b"lo\r\n0\r\n\r\n")
     status, body = read_answer(chunked)
@@ -107,12 +97,12 @@ def test_half_sent_bodies_and_idle_connections_block_no_one(stuck_sockets: list[
     assert server.status_field("Threads") == threads_before  # no thread per connection, none leaked
 
 
-def test_a_body_sent_a_byte_at_a_time_does_not_hold_a_worker(stuck_sockets: list[socket.socket],
+def test_a_body_sent_a_byte_at_a_time_does_not_hold_a_worker(sockets: list[socket.socket],
                                                               two_threads: EchoServer) -> None:
     server = two_threads
     body = b"slowly, slowly"
     trickle = open_socket(server, b"POST /trickle HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body))
-    stuck_sockets.append(trickle)
+    sockets.append(trickle)
     for n, byte in enumerate(body):
         trickle.sendall(bytes([byte]))
         if n % 4 == 0:
