@@ -28,7 +28,7 @@ from werkzeug.wsgi import get_input_stream
 
 from ..config import MAX_BODY_BYTES, MAX_FORM_PARTS, MAX_JSON_DEPTH, MAX_JSON_VALUES, flag
 from ..model.http import codec_name, decode_text, escape_target, is_json_type
-from ..model.records import FileInfo, IdSource, Pairs, RequestRecord
+from ..model.records import FileInfo, IdSource, Pairs, ParsedJSON, RequestRecord
 
 _READ_CHUNK = 64 * 1024
 _DECODERS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
@@ -119,7 +119,7 @@ def capture(environ: dict[str, Any], limits: CaptureLimits, ids: IdSource) -> Re
         cookies=_cookies(environ),
         form=form,
         files=files,
-        json=parsed_json,
+        json=None if parsed_json is None else ParsedJSON(parsed_json),
         body=body,
         body_size=size,
         body_sha256=digest,

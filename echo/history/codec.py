@@ -54,8 +54,8 @@ def exchange_to_bytes(exchange: Exchange) -> bytes:
                 for f in request.files
             ],
             # A large JSON body is kept as its bytes only and parsed again on read.
-            "json": None if request.json is JSON_FROM_BODY else request.json,
-            "json_from_body": request.json is JSON_FROM_BODY,
+            "json": None if request.kept_json is JSON_FROM_BODY else request.kept_json,
+            "json_from_body": request.kept_json is JSON_FROM_BODY,
             "body": _bytes_out(request.body),
             "body_size": request.body_size,
             "body_sha256": request.body_sha256,

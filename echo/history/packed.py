@@ -55,7 +55,7 @@ def pack(exchange: Exchange) -> Packed | Exchange:
         ))
     except TypeError:  # orjson.JSONEncodeError: an int over 64 bits, a lone surrogate
         return exchange
-    return Packed(request.id, fields, request.body, request.content, response.body, request.json, exchange.controls)
+    return Packed(request.id, fields, request.body, request.content, response.body, request.kept_json, exchange.controls)
 
 
 def unpack(kept: Packed | Exchange) -> Exchange:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..history import Store, StoreError
-from ..model.records import JSON_FROM_BODY, Exchange, Pairs
+from ..model.records import Exchange, Pairs
 from ..model.redact import REDACTED, hide_credentials, redact_pairs
 
 log = logging.getLogger("echo")
@@ -79,10 +79,6 @@ class Recorder:
             # Python objects). A cut body keeps only the form fields that fit.
             changes_req["json"] = None
             changes_req["form"] = _fit(request.form, keep)
-        elif request.json is not None and request.json is not JSON_FROM_BODY:
-            # The whole body is kept, so the parsed JSON (dozens of objects even
-            # for 1 KiB, see records.JSON_FROM_BODY) is kept as that body alone.
-            request = request.without_parsed_json()
         if self.redact:
             headers = redact_pairs(request.headers, self.redact)
             if headers is not request.headers:
@@ -97,7 +93,9 @@ class Recorder:
             headers = redact_pairs(response.headers, self.redact)
             if headers is not response.headers:
                 changes_resp["headers"] = headers
-        if request is exchange.request and not changes_req and not changes_resp:
+        # A whole JSON body is kept as that body alone: the stores keep
+        # `kept_json` (records.JSON_FROM_BODY), not the parsed value.
+        if not changes_req and not changes_resp:
             return exchange
         return Exchange(
             request=dataclasses.replace(request, **changes_req) if changes_req else request,
