@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from .model.http import is_token
+
 # Large enough for real webhook payloads and file uploads people debug, small
 # enough that a handful of concurrent uploads cannot exhaust a CI container.
 MAX_BODY_BYTES = 10 * 1024 * 1024
@@ -149,7 +151,7 @@ def _auth(raw: str) -> str:
 def _redact(raw: str) -> tuple[str, ...]:
     names = tuple(part.strip() for part in str(raw).split(",") if part.strip())
     for name in names:
-        if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
+        if not is_token(name):
             raise ConfigError(f"{name!r} is not a header name")
     return names
 

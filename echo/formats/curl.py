@@ -30,7 +30,7 @@ from __future__ import annotations
 import re
 
 from ..config import flag
-from ..model.http import escape_target
+from ..model.http import escape_target, is_token
 from ..model.records import RequestRecord
 from ..model.redact import REDACTED
 
@@ -53,7 +53,6 @@ INLINE_ARG_MAX = 64 * 1024
 # change which host curl connects to.
 _AUTHORITY = re.compile(r"(?:[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 _ABSOLUTE = re.compile(r"(https?)://([^/?#]*)(.*)", re.DOTALL)
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 # Where the command goes when the request named no usable host.
 FALLBACK_AUTHORITY = "localhost"
 
@@ -176,7 +175,7 @@ def curl_command(record: RequestRecord) -> str:
     for name, value in record.headers:
         if name.lower() in _DERIVED:
             continue
-        if not _TOKEN.fullmatch(name):
+        if not is_token(name):
             # curl reads "--header @file" as a file of headers; a name is a token, so never '@'.
             notes.append(f"# a header named {name!r} is not an HTTP token; it is left out")
             continue
