@@ -20,6 +20,7 @@ from werkzeug.wrappers import Response
 
 from .answer.controls import ControlLimits
 from .answer.held import HeldBudget
+from .answer.routes import RouteLimits
 from .capture.request import CaptureLimits
 from .config import Settings, load_settings
 from .formats.render import highlight_html
@@ -113,6 +114,9 @@ def create_app(config: Mapping[str, Any] | Settings | None = None, environ: Mapp
         recorder=recorder,
         render_html=render_echo_html,
         held=found.held,
+        route_limits=RouteLimits(
+            max_body=settings.max_body, max_delay=settings.max_delay, max_n=settings.max_httpbin_n
+        ) if settings.httpbin else None,
     )
     found.echo = echo
     app.wsgi_app = EchoDispatch(app.wsgi_app, echo, prefix)  # type: ignore[method-assign]

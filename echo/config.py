@@ -70,6 +70,10 @@ CONNECTION_LIMIT = 1000
 # 30 s is longer than any keep-alive pool waits between a test's requests.
 CHANNEL_TIMEOUT_SECONDS = 30
 
+# Lines of httpbin's /stream/{n} and hops of its redirect chains: httpbin's own
+# bound for /stream, and far more redirects than any client follows (requests: 30).
+MAX_HTTPBIN_N = 100
+
 LOG_FORMATS = ("text", "json", "pretty", "off")
 
 
@@ -210,6 +214,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ui_auth", _auth, "", "USER:PASS puts HTTP Basic auth on the inspector (the echo stays open)", "USER:PASS"),
     Setting("redact", _redact, (), "headers kept as [redacted] in history, comma-separated (e.g. Authorization,Cookie)", "HEADERS"),
     Setting("no_cors", _bool, False, "do not answer CORS requests and preflights specially"),
+    Setting("httpbin", _bool, False, "answer psf/httpbin's routes (/get, /status/418, ...) as httpbin 0.10 does; every other path still gets the echo"),
+    Setting("max_httpbin_n", _int(1, 100_000), MAX_HTTPBIN_N, "most lines of /stream/{n} and hops of a redirect chain in httpbin mode", "N"),
     Setting("no_metrics", _bool, False, "do not serve Prometheus metrics at <prefix>metrics"),
     Setting("trusted_proxy", _text, "", "address of a proxy whose X-Forwarded-* headers are trusted ('*' for any)", "ADDR"),
     Setting("log", _log, "text", "access log on stdout: text, json, pretty or off", "FORMAT"),
@@ -256,6 +262,8 @@ class Settings:
     ui_auth: str = _default("ui_auth")
     redact: tuple[str, ...] = _default("redact")
     no_cors: bool = _default("no_cors")
+    httpbin: bool = _default("httpbin")
+    max_httpbin_n: int = _default("max_httpbin_n")
     no_metrics: bool = _default("no_metrics")
     trusted_proxy: str = _default("trusted_proxy")
     log: str = _default("log")

@@ -24,6 +24,9 @@ class Answer:
     # The body is the echo JSON of the request, which history rebuilds from the
     # record on read instead of keeping it twice.
     rebuildable: bool = False
+    # Seconds to wait before sending (httpbin's /delay): the web floor waits
+    # them out under the --max-held budget, never the handler.
+    delay: float = 0.0
 
     @property
     def streams(self) -> bool:

@@ -21,6 +21,7 @@ from werkzeug.http import parse_accept_header
 from ..answer.answer import Answer
 from ..answer.controls import DEFAULT_BODY_TYPE, ControlError, ControlLimits, ResponsePlan, plan
 from ..answer.held import RETRY_AFTER_SECONDS, HeldBudget
+from ..answer.routes import Found, RouteLimits, find
 from ..capture.request import EMPTY_SHA256, CaptureLimits, capture
 from ..config import flag
 from ..formats.documents import dumps, echo_document, echo_json, error_document
@@ -97,6 +98,7 @@ class EchoHandler:
         render_html: Callable[[RequestRecord, Mapping[str, Any], bytes], bytes],
         held: HeldBudget,
         ids: IdSource | None = None,
+        route_limits: RouteLimits | None = None,
     ) -> None:
         self.capture_limits = capture_limits
         self.control_limits = control_limits
@@ -105,6 +107,8 @@ class EchoHandler:
         self.render_html = render_html
         self.ids = ids or IdSource()
         self.held = held
+        # None: httpbin mode is off and every path gets the echo.
+        self.route_limits = route_limits
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         try:
@@ -138,26 +142,16 @@ class EchoHandler:
             ))
         elif self.cors and is_preflight(record.method, environ):
             answer = Answer(204, preflight_headers(environ))
+        elif self.route_limits is not None and (found := find(record.path)) is not None:
+            answer = self._route(record, found, environ)
         else:
             decided = plan(record.args, record.headers, self.control_limits)
             if isinstance(decided, ControlError):
                 answer = self._error(400, error_document(decided.message, param=decided.param, value=decided.value))
             else:
                 controls = decided.summary()
-                if decided.delay and not self.held.acquire():
-                    answer = self._error(503, error_document(
-                        "too many requests are waiting (_delay) already; try again shortly",
-                        limit=self.held.limit,
-                        setting=flag("max_held"),
-                    ))
-                    answer.headers.append(("Retry-After", str(RETRY_AFTER_SECONDS)))
-                else:
-                    if decided.delay:
-                        try:
-                            _wait(decided.delay, environ, self.held)
-                        finally:
-                            self.held.release()
-                    answer = self._answer(record, decided, controls, environ)
+                busy = self._hold(decided.delay, environ, "_delay") if decided.delay else None
+                answer = busy or self._answer(record, decided, controls, environ)
         return self._send(record, answer, controls, began, environ, start_response)
 
     def _send(
@@ -204,6 +198,36 @@ class EchoHandler:
         ))
         start_response(status_line(answer.status), [(n, wire(v)) for n, v in headers])
         return [body] if body else []
+
+    def _route(self, record: RequestRecord, found: Found, environ: dict[str, Any]) -> Answer:
+        """httpbin mode: the route's answer is the answer (Echo's controls do not apply)."""
+        assert self.route_limits is not None
+        allowed = found.route.methods
+        if record.method not in allowed:
+            refused = self._error(405, error_document(
+                f"{record.method} is not allowed on {found.route.pattern}", allowed=sorted(allowed),
+            ))
+            refused.headers.append(("Allow", ", ".join(sorted(allowed))))
+            return refused
+        answer = found.route.handler(record, found.params, self.route_limits)
+        busy = self._hold(answer.delay, environ, found.route.pattern) if answer.delay else None
+        return busy or answer
+
+    def _hold(self, seconds: float, environ: dict[str, Any], what: str) -> Answer | None:
+        """Wait `seconds` holding a worker under the --max-held budget; a 503 when none is free."""
+        if not self.held.acquire():
+            busy = self._error(503, error_document(
+                f"too many requests are waiting ({what}) already; try again shortly",
+                limit=self.held.limit,
+                setting=flag("max_held"),
+            ))
+            busy.headers.append(("Retry-After", str(RETRY_AFTER_SECONDS)))
+            return busy
+        try:
+            _wait(seconds, environ, self.held)
+        finally:
+            self.held.release()
+        return None
 
     def _answer(
         self, record: RequestRecord, decided: ResponsePlan, controls: Mapping[str, Any], environ: dict[str, Any]
