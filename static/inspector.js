@@ -12,6 +12,36 @@
   // Typing in the path filter waits this long for a pause before asking.
   var TYPING_MS = 200;
 
+  // Any HTTP method token (RFC 9110 tchar), as the server's method filter takes it.
+  var TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+  // The API's largest page (MAX_PAGE in echo/web/inspector/common.py).
+  var MAX_PAGE = 1000;
+  var UNITS = ["KiB", "MiB", "GiB", "TiB"];
+
+  // The same sums as human_size() in echo/web/inspector/pages.py (whole
+  // tenths, rounded half up, in integers), so a live row reads like a served one.
+  function humanSize(size) {
+    if (size < 1024) return size + " B";
+    for (var unit = 0; ; unit++) {
+      var scale = Math.pow(1024, unit + 1);
+      var tenths = Math.floor((size * 10 + scale / 2) / scale);
+      if (tenths < 10240 || unit === UNITS.length - 1) {
+        return Math.floor(tenths / 10) + "." + (tenths % 10) + " " + UNITS[unit];
+      }
+    }
+  }
+
+  // As the duration filter in pages.py: half up, then one decimal.
+  function duration(ms) {
+    return (Math.floor(ms * 10 + 0.5) / 10).toFixed(1) + " ms";
+  }
+
+  // UTC, as the column header says: the time alone for today, the date too for other days.
+  function shownTime(iso) {
+    var today = new Date().toISOString().slice(0, 10);
+    return iso.slice(0, 10) === today ? iso.slice(11, 23) : iso.slice(0, 10) + " " + iso.slice(11, 19);
+  }
+
   function cell(row, text, cls) {
     var td = document.createElement("td");
     if (cls) td.className = cls;
@@ -27,6 +57,15 @@
     td.appendChild(a);
   }
 
+  function size(cls, what, arrow, bytes) {
+    var span = document.createElement("span");
+    span.className = cls;
+    span.title = what + ": " + bytes + " bytes";
+    span.textContent = arrow + " " + humanSize(bytes);
+    return span;
+  }
+
+  // Keep in step with the rows of echo/templates/list.html.
   function rowFor(x, fresh) {
     var tr = document.createElement("tr");
     tr.setAttribute("data-id", x.id);
@@ -35,37 +74,68 @@
     var time = document.createElement("time");
     time.setAttribute("datetime", x.time);
     time.title = x.time;
-    time.textContent = x.time.slice(11, 23);
+    time.textContent = shownTime(x.time);
     link(cell(tr, "", "time"), x.id, time);
     cell(tr, req.method, "method");
     link(cell(tr, "", "path"), x.id, document.createTextNode(req.path + (req.query_string ? "?" + req.query_string : "")));
     cell(tr, String(x.response.status), "status s" + Math.floor(x.response.status / 100) + "xx");
-    cell(tr, x.duration_ms.toFixed(1) + " ms", "num");
-    cell(tr, req.body.size + " B / " + x.response.body.size + " B", "num");
+    cell(tr, duration(x.duration_ms), "num duration");
+    var sizes = cell(tr, "", "num size");
+    sizes.appendChild(size("up", "request body", "\u2191", req.body.size));
+    sizes.appendChild(document.createTextNode(" "));
+    sizes.appendChild(size("down", "response body", "\u2193", x.response.body.size));
     cell(tr, req.remote_addr, "client");
     return tr;
-  }
-
-  function filterParams() {
-    var params = new URLSearchParams();
-    var method = document.getElementById("f-method").value;
-    var status = document.getElementById("f-status").value;
-    var q = document.getElementById("f-q").value;
-    if (method) params.set("method", method);
-    if (status) params.set("status", status);
-    if (q) params.set("q", q);
-    return params;
   }
 
   function startList() {
     var rows = document.getElementById("rows");
     var empty = document.getElementById("empty");
     var live = document.getElementById("live");
+    var problem = document.getElementById("filter-problem");
+    var methodInput = document.getElementById("f-method");
+    var pager = document.getElementById("pager");
+    // A page of older exchanges (before=) stays as it is: rows arriving at the
+    // top would push its rows away while they are read. "Newest" goes live again.
+    var paged = rows.getAttribute("data-paged") === "1";
+    var pageLimit = new URLSearchParams(location.search).get("limit");
+    // The method the list is filtered by: the typed one once it is a token.
+    var typed = methodInput.value.trim().toUpperCase();
+    var method = TOKEN.test(typed) ? typed : "";
+    if (typed && !method) methodInput.setCustomValidity("not an HTTP method");
     // Bumped by every clear and filter change: an answer to an older request
     // must not put back rows that were just cleared or filtered out.
     var generation = 0;
     var timer = null;
     var typing = null;
+    var typingMethod = null;
+
+    function filterParams() {
+      var params = new URLSearchParams();
+      var status = document.getElementById("f-status").value;
+      var q = document.getElementById("f-q").value;
+      if (method) params.set("method", method);
+      if (status) params.set("status", status);
+      if (q) params.set("q", q);
+      if (pageLimit) params.set("limit", pageLimit);
+      return params;
+    }
+
+    function checkMethod() {
+      var value = methodInput.value.trim().toUpperCase();
+      if (value && !TOKEN.test(value)) {
+        var message = "\u201c" + value + "\u201d is not an HTTP method: one word of letters, digits and !#$%&'*+-.^_`|~";
+        methodInput.setCustomValidity(message);
+        problem.textContent = message;
+        problem.hidden = false;
+        return false;
+      }
+      methodInput.setCustomValidity("");
+      problem.textContent = "";
+      problem.hidden = true;
+      method = value;
+      return true;
+    }
 
     function shownIds() {
       return Array.prototype.map.call(rows.querySelectorAll("tr[data-id]"), function (tr) {
@@ -90,11 +160,39 @@
       empty.hidden = exchanges.length > 0;
     }
 
+    // "Older" starts after the last row shown now, so the rows new arrivals
+    // push off the first page are on the next one, none skipped.
+    function setOlder(lastId) {
+      var older = document.getElementById("older");
+      if (!lastId) {
+        if (older) older.remove();
+        return;
+      }
+      if (!older) {
+        older = document.createElement("a");
+        older.id = "older";
+        older.textContent = "Older \u2192";
+        pager.appendChild(older);
+      }
+      var params = filterParams();
+      params.set("before", lastId);
+      older.href = prefix + "?" + params.toString();
+    }
+
+    function backToNewest() {
+      paged = false;
+      var newest = document.getElementById("newest");
+      if (newest) newest.remove();
+      var params = filterParams();
+      history.replaceState(null, "", prefix + (params.toString() ? "?" + params.toString() : ""));
+    }
+
     function refresh(markNew) {
       var mine = generation;
       var params = filterParams();
       params.set("bodies", "0");
-      params.set("limit", String(ROWS));
+      // One more than a page says whether there is an older page.
+      params.set("limit", String(Math.min(ROWS + 1, MAX_PAGE)));
       return fetch(prefix + "api/exchanges?" + params.toString(), {
         headers: { Accept: "application/json" }, cache: "no-store"
       })
@@ -103,8 +201,10 @@
           return r.json();
         })
         .then(function (doc) {
-          if (mine !== generation) return;
-          show(doc.exchanges, markNew);
+          if (mine !== generation || paged) return;
+          var page = doc.exchanges.slice(0, ROWS);
+          show(page, markNew);
+          setOlder(doc.exchanges.length > ROWS ? page[page.length - 1].id : null);
           live.textContent = "live";
           live.className = "muted";
         })
@@ -120,34 +220,46 @@
     }
 
     function loop() {
+      if (paged) { live.textContent = "live updates paused on this older page; Newest resumes them"; return; }
       if (document.hidden) { live.textContent = "paused while hidden"; return; }
       refresh(true).then(schedule);
     }
 
     function filtersChanged() {
       generation += 1;
-      var params = filterParams();
-      history.replaceState(null, "", prefix + (params.toString() ? "?" + params.toString() : ""));
+      // A new filter starts from the newest exchanges, live.
+      backToNewest();
       refresh(false);
+      schedule();
     }
 
     document.getElementById("filters").addEventListener("submit", function (e) {
       e.preventDefault();
-      filtersChanged();
+      if (checkMethod()) filtersChanged();
     });
-    document.getElementById("f-method").addEventListener("change", filtersChanged);
+    methodInput.addEventListener("input", function () {
+      clearTimeout(typingMethod);
+      typingMethod = setTimeout(function () {
+        if (checkMethod()) filtersChanged();
+      }, TYPING_MS);
+    });
     document.getElementById("f-status").addEventListener("change", filtersChanged);
     document.getElementById("f-q").addEventListener("input", function () {
       clearTimeout(typing);
       typing = setTimeout(filtersChanged, TYPING_MS);
     });
     document.getElementById("clear").addEventListener("click", function () {
+      // One click must not wipe what a whole team's test run recorded.
+      if (!window.confirm("Clear the history? Every kept exchange is deleted, for everyone using this Echo.")) return;
       generation += 1;
       fetch(prefix + "api/exchanges", { method: "DELETE" })
         .then(function (r) {
           if (!r.ok) throw new Error("HTTP " + r.status);
           rows.replaceChildren();
           empty.hidden = false;
+          setOlder(null);
+          backToNewest();
+          schedule();
           live.textContent = "history cleared";
           live.className = "muted";
         })
@@ -159,7 +271,7 @@
     document.addEventListener("visibilitychange", function () {
       if (!document.hidden) { clearTimeout(timer); loop(); }
     });
-    schedule();
+    if (paged) loop(); else schedule();
   }
 
   function copy(text) {

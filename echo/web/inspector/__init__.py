@@ -8,7 +8,8 @@ echo handler records.
 
 Every error it produces goes through `api_error` (one JSON shape) or, for a
 page that does not exist, the friendly HTML 404 page. A store that fails
-(`StoreError`) becomes a 503 in that same JSON shape, never a 500.
+(`StoreError`) becomes a 503, never a 500: that same JSON shape on the API, a
+friendly HTML page in the same style as the 404 for pages a browser opens.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Response, render_template, request
+from flask import render_template, request
 from werkzeug.exceptions import HTTPException
 
 from ...history import StoreError
@@ -29,8 +30,10 @@ log = logging.getLogger("echo")
 
 
 @bp.app_errorhandler(StoreError)
-def _store_failed(exc: StoreError) -> Response:
+def _store_failed(exc: StoreError) -> Any:
     log.warning("inspector: history store failed on %s %s: %s", request.method, request.path, exc)
+    if not is_api():
+        return render_template("unavailable.html", detail=str(exc)), 503
     return api_error(503, "the history store is unavailable; the echo keeps answering", detail=str(exc))
 
 

@@ -11,6 +11,7 @@ from werkzeug.datastructures import MultiDict
 from ...formats.documents import dumps, error_document
 from ...history import DEFAULT_PAGE, Query
 from ...history.base import STATUS_FILTER
+from ...model.http import is_token
 from ...model.records import ID_LENGTH, ID_PATTERN, Exchange
 from ..services import services
 
@@ -22,6 +23,9 @@ MAX_PAGE = 1000
 # Rows the HTML list shows (and its live refresh asks for, read from the page):
 # a few minutes of a busy test run, small enough for the browser to redraw every second.
 LIST_ROWS = 200
+
+# Echo records any method token (PROPFIND, PURGE, ...), so the filter takes any.
+METHOD_MESSAGE = "method must be an HTTP method (a token of letters, digits and !#$%&'*+-.^_`|~)"
 
 NOT_FOUND = "no such exchange (unknown id, or pushed out of history)"
 
@@ -77,7 +81,9 @@ def parse_query(args: MultiDict[str, str], default_limit: int = DEFAULT_PAGE) ->
             status_class = int(match.group(1))
         else:
             status = int(match.group(2))
-    method = (args.get("method") or "").strip() or None
+    method = (args.get("method") or "").strip().upper() or None
+    if method is not None and not is_token(method):
+        return bad_param("method", method, METHOD_MESSAGE)
     q = args.get("q") or None
     return Query(limit=limit, before=before, method=method, status=status, status_class=status_class, q=q)
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
+import time
+from dataclasses import replace
 from typing import Any
+from urllib.parse import urlencode
 
 from flask import Response, render_template, request
 from markupsafe import Markup
@@ -14,14 +18,72 @@ from ...history import Query
 from ..services import services
 from .common import LIST_ROWS, bp, find_exchange, parse_query
 
+# Offered by the method filter's datalist; any other token can be typed.
+COMMON_METHODS = (
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT", "QUERY",
+    "PROPFIND", "PROPPATCH", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK", "REPORT", "SEARCH", "PURGE",
+)
+SIZE_UNITS = ("KiB", "MiB", "GiB", "TiB")
+
+
+def human_size(size: int) -> str:
+    """1234 -> '1.2 KiB', rounded half up in whole tenths: static/inspector.js
+    does the same integer sums, so live rows read exactly like these."""
+    if size < 1024:
+        return f"{size} B"
+    unit = 0
+    while True:
+        scale = 1024 ** (unit + 1)
+        tenths = (size * 10 + scale // 2) // scale
+        if tenths < 10240 or unit == len(SIZE_UNITS) - 1:
+            return f"{tenths // 10}.{tenths % 10} {SIZE_UNITS[unit]}"
+        unit += 1
+
+
+def duration(ms: float) -> str:
+    """Half up, then one decimal: static/inspector.js computes the same float sums
+    ("%.1f" alone rounds 1.25 to 1.2 where JavaScript's toFixed gives 1.3)."""
+    return f"{math.floor(ms * 10 + 0.5) / 10:.1f} ms"
+
+
+bp.add_app_template_filter(human_size, "human_size")
+bp.add_app_template_filter(duration, "duration")
+
 
 @bp.get("/")
 def page_list() -> str:
-    query = parse_query(request.args, default_limit=LIST_ROWS)
-    if isinstance(query, Response):
-        query = Query(limit=LIST_ROWS)  # a page shows everything rather than an error for a hand-edited URL
-    exchanges = [exchange_document(e, bodies=False) for e in services().store.list(query)]
-    return render_template("list.html", exchanges=exchanges, args=request.args, rows=LIST_ROWS)
+    # A page names a bad parameter and goes on without it rather than answering
+    # a hand-edited URL with an error; each round drops one, so this ends.
+    args = request.args.copy()
+    problems: list[dict[str, Any]] = []
+    while isinstance(query := parse_query(args, default_limit=LIST_ROWS), Response):
+        problem = query.get_json()
+        problems.append(problem)
+        args.poplist(problem["param"])
+    # One more than a page says whether there is an older page.
+    found = services().store.list(replace(query, limit=query.limit + 1))
+    exchanges = [exchange_document(e, bodies=False) for e in found[:query.limit]]
+    filters = [(name, value) for name, value in (
+        ("method", query.method), ("status", _status_arg(query)), ("q", query.q),
+        ("limit", str(query.limit) if query.limit != LIST_ROWS else None),
+    ) if value]
+    prefix = services().options.prefix
+    older = newest = None
+    if len(found) > query.limit:
+        older = prefix + "?" + urlencode([*filters, ("before", exchanges[-1]["id"])])
+    if query.before:
+        newest = prefix + ("?" + urlencode(filters) if filters else "")
+    return render_template(
+        "list.html", exchanges=exchanges, args=args, rows=query.limit, query=query,
+        methods=COMMON_METHODS, problems=problems, older=older, newest=newest,
+        today=time.strftime("%Y-%m-%d", time.gmtime()),
+    )
+
+
+def _status_arg(query: Query) -> str | None:
+    if query.status_class is not None:
+        return f"{query.status_class}xx"
+    return None if query.status is None else str(query.status)
 
 
 @bp.get("/exchanges/<exchange_id>")
