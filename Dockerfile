@@ -51,10 +51,12 @@ ENV PATH="/opt/echo/bin:${PATH}" \
 USER 10001:10001
 EXPOSE 8080
 
-# Standard library only: the slim image has no curl or wget. A 503 (store
-# unreachable) raises, so the container turns unhealthy until the store is back.
+# `echo-server health` asks the address the server really bound (from its
+# runtime file), so flags such as --port or --ui-prefix work as well as ECHO_*
+# variables. It checks /_/healthz: unhealthy while a Redis store is unreachable
+# (`docker ps` shows it; use `echo-server health --live` to check only that it serves).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('ECHO_PORT', '8080') + os.environ.get('ECHO_UI_PREFIX', '/_/') + 'healthz', timeout=2)"]
+    CMD ["echo-server", "health"]
 
 # Exec form: the server is PID 1 and gets SIGTERM from `docker stop` itself.
 CMD ["echo-server"]

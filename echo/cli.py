@@ -2,6 +2,8 @@
 
 `echo-server` and `python -m echo` both land in `main`. A bad flag or variable
 is one line on stderr and exit 2; SIGTERM and Ctrl-C stop the server cleanly.
+`echo-server health` asks a running server, found through its runtime file,
+whether it is healthy (exit 0) or not (exit 1), for HEALTHCHECK lines.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import logging
 import os
 import resource
 import signal
+import socket
 import sys
 import threading
 import time
@@ -20,7 +23,9 @@ from typing import Any, NoReturn
 
 from waitress import wasyncore
 
-from .config import SETTINGS, ConfigError, Settings, load_settings
+from .config import SETTINGS, SETTINGS_BY_NAME, ConfigError, Settings, flag, load_settings
+from .observe import runtime
+from .observe.logs import JsonLogFormatter, event_line
 from .version import __version__
 from .web.serving import drain, install
 
@@ -69,10 +74,17 @@ def parse(argv: Sequence[str] | None, environ: dict[str, str]) -> Settings:
     return load_settings(environ, {k: v for k, v in vars(args).items() if v is not None})
 
 
-def _configure_logging() -> None:
+def _configure_logging(fmt: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    for name in ("echo", "waitress"):
+    names = ["echo", "waitress"]
+    if fmt == "json":
+        # Every line a collector reads must parse: library warnings too.
+        handler.setFormatter(JsonLogFormatter())
+        logging.captureWarnings(True)
+        names.append("py.warnings")
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for name in names:
         logger = logging.getLogger(name)
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
@@ -83,15 +95,44 @@ def _configure_logging() -> None:
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
 
 
-def _listen_urls(server: Any, settings: Settings) -> tuple[str, str]:
+def _bound(server: Any, settings: Settings) -> tuple[str, int]:
+    """The host and port the server really listens on (--port 0 picks one)."""
     port = getattr(server, "effective_port", None)
     host = getattr(server, "effective_host", settings.host)
     if port is None:
         host, port = server.effective_listen[0][:2]
-    if ":" in str(host):
+    return str(host), int(port)
+
+
+def _listen_urls(host: str, port: int, settings: Settings) -> tuple[str, str]:
+    if ":" in host:
         host = f"[{host}]"
     base = f"http://{host}:{port}"
     return f"{base}/", f"{base}{settings.ui_prefix}"
+
+
+def _say(settings: Settings, event: str, message: str, **fields: Any) -> None:
+    """A start or stop line on stdout: plain text, or a JSON event under --log json."""
+    print(event_line(event, message, **fields) if settings.log == "json" else message, flush=True)
+
+
+def _fail(settings: Settings, message: str) -> None:
+    """One error line on stderr; under --log json a JSON event, like every other line."""
+    if settings.log == "json":
+        print(event_line("error", message), file=sys.stderr, flush=True)
+    else:
+        print(f"echo-server: error: {message}", file=sys.stderr)
+
+
+def _resolve_problem(host: str, port: int) -> str | None:
+    """Why `host` cannot be bound, when it is no address and no name that resolves."""
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        return (f"{flag('host')} {host!r} is not an address of this machine or a host name that resolves "
+                f"({reason})")
+    return None
 
 
 def _fit_descriptors(connections: int) -> str | None:
@@ -107,18 +148,64 @@ def _fit_descriptors(connections: int) -> str | None:
     return None
 
 
+class _HealthParser(argparse.ArgumentParser):
+    # Docker reserves exit code 2 of a HEALTHCHECK command; every failure is 1.
+    def error(self, message: str) -> NoReturn:
+        self.exit(1, f"{self.prog}: error: {message}\n")
+
+
+def health_main(argv: Sequence[str], environ: dict[str, str]) -> int:
+    """`echo-server health`: 0 when the server's health route answers 200, else 1; one line either way."""
+    parser = _HealthParser(
+        prog="echo-server health",
+        description="Ask the running server, found through its runtime file, whether it is healthy: "
+        "exit 0 when it answers 200, 1 otherwise.",
+    )
+    setting = SETTINGS_BY_NAME["runtime_file"]
+    parser.add_argument("--runtime-file", metavar="PATH", default=None,
+                        help=f"the server's --runtime-file [env {setting.env}; default 'auto']")
+    parser.add_argument("--live", action="store_true",
+                        help="check <prefix>livez (the process serves) instead of <prefix>healthz "
+                        "(it serves and its history store answers)")
+    args = parser.parse_args(argv)
+    raw = args.runtime_file if args.runtime_file is not None else environ.get(setting.env, "auto")
+    try:
+        path = Settings(runtime_file=setting.convert(raw)).runtime_path
+    except ConfigError as exc:
+        print(f"echo-server health: error: {setting.flag}: {exc}", file=sys.stderr)
+        return 1
+    if path is None:
+        print(f"echo-server health: error: {setting.flag} is off, so the server's address is unknown",
+              file=sys.stderr)
+        return 1
+    try:
+        info = runtime.read(path)
+    except runtime.RuntimeFileError as exc:
+        print(f"echo-server health: error: {exc}", file=sys.stderr)
+        return 1
+    found = runtime.probe(info["livez" if args.live else "healthz"])
+    if found.ok:
+        print(f"echo-server health: ok: {found.url} {found.detail}", flush=True)
+        return 0
+    print(f"echo-server health: unhealthy: {found.url} {found.detail}", file=sys.stderr, flush=True)
+    return 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     environ = dict(os.environ)
+    given = list(sys.argv[1:] if argv is None else argv)
+    if given[:1] == ["health"]:
+        return health_main(given[1:], environ)
     try:
-        settings = parse(argv, environ)
+        settings = parse(given, environ)
     except ConfigError as exc:
         print(f"echo-server: error: {exc}", file=sys.stderr)
         return 2
-    problem = _fit_descriptors(settings.connection_limit)
+    problem = _fit_descriptors(settings.connection_limit) or _resolve_problem(settings.host, settings.port)
     if problem:
-        print(f"echo-server: error: {problem}", file=sys.stderr)
+        _fail(settings, problem)
         return 2
-    _configure_logging()
+    _configure_logging(settings.log)
 
     from waitress.server import create_server
 
@@ -128,14 +215,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         app = create_app(settings)
     except ConfigError as exc:
-        print(f"echo-server: error: {exc}", file=sys.stderr)
+        _fail(settings, str(exc))
         return 2
     store = services(app).store
     health = store.health()
     if not health.ok:
         if not settings.start_without_store:
-            print(f"echo-server: error: history store is unreachable: {health.detail} "
-                  "(--start-without-store to start anyway)", file=sys.stderr)
+            _fail(settings, f"history store is unreachable: {health.detail} "
+                  "(--start-without-store to start anyway)")
             return 1
         logging.getLogger("echo").error("starting without the history store: %s", health.detail)
 
@@ -162,8 +249,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         server = create_server(app, **options)
     except OSError as exc:
-        print(f"echo-server: error: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}",
-              file=sys.stderr)
+        _fail(settings, f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}")
+        store.close()
+        return 2
+    except ValueError as exc:  # waitress's own check of host and port ("Invalid host/port specified.")
+        _fail(settings, f"cannot listen on {settings.host}:{settings.port}: {exc}")
+        store.close()
         return 2
     # Everything built so far (Flask, werkzeug, pygments, waitress, the app)
     # lives as long as the process. History keeps every exchange long enough to
@@ -188,10 +279,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     sockets = getattr(server, "map", None) or server._map  # type: ignore[union-attr]
     install(sockets, settings.max_header, settings.connection_limit)
     held = services(app).held
+    runtime_path = settings.runtime_path
     try:
-        echo_url, ui_url = _listen_urls(server, settings)
-        print(f"Echo {__version__} listening on {echo_url} - inspector at {ui_url} "
-              f"(history: {health.backend}, {settings.history} kept)", flush=True)
+        host, port = _bound(server, settings)
+        echo_url, ui_url = _listen_urls(host, port, settings)
+        if runtime_path:
+            _write_runtime(runtime_path, runtime.describe(os.getpid(), host, port, settings.ui_prefix,
+                                                          echo_url, ui_url, __version__))
+        _say(settings, "start", f"Echo {__version__} listening on {echo_url} - inspector at {ui_url} "
+             f"(history: {health.backend}, {settings.history} kept)",
+             version=__version__, url=echo_url, inspector=ui_url, history=health.backend, kept=settings.history)
         while not stopping.is_set():
             # One poll at a time, each at most asyncore_loop_timeout (1 s), so a stop is seen within that.
             wasyncore.loop(timeout=server.adj.asyncore_loop_timeout, use_poll=server.adj.asyncore_use_poll,
@@ -207,8 +304,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         server.task_dispatcher.shutdown(cancel_pending=True, timeout=SHUTDOWN_GRACE_SECONDS)  # type: ignore[arg-type]
         server.close()
         store.close()
-    print("Echo stopped", flush=True)
+        if runtime_path:
+            runtime.remove(runtime_path, os.getpid())
+    _say(settings, "stop", "Echo stopped")
     return 0
+
+
+def _write_runtime(path: str, info: dict[str, Any]) -> None:
+    try:
+        runtime.write(path, info)
+    except OSError as exc:
+        # Not fatal: the echo works; only `echo-server health` will not find it.
+        logging.getLogger("echo").warning("cannot write the runtime file %s (%s): `echo-server health` "
+                                          "will not find this server; set %s to a writable path",
+                                          path, exc.strerror or exc, flag("runtime_file"))
 
 
 def run() -> NoReturn:

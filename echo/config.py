@@ -9,8 +9,11 @@ with one `ConfigError` line on an unknown or malformed value.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
+import os
 import re
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -87,9 +90,10 @@ def _int(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
             value = int(str(raw).strip().replace("_", ""))
         except ValueError:
             raise ConfigError(f"{raw!r} is not a whole number") from None
-        if value < minimum or (maximum is not None and value > maximum):
-            upper = f" and {maximum}" if maximum is not None else ""
-            raise ConfigError(f"{value} is out of range: must be at least {minimum}{upper}")
+        if maximum is not None and not minimum <= value <= maximum:
+            raise ConfigError(f"{value} is out of range: must be from {minimum} to {maximum}")
+        if value < minimum:
+            raise ConfigError(f"{value} is out of range: must be at least {minimum}")
         return value
 
     return convert
@@ -171,6 +175,44 @@ def _text(raw: str) -> str:
     return str(raw).strip()
 
 
+def _trusted_proxy(raw: str) -> str:
+    # waitress trusts exactly one peer address, compared as a string with the
+    # socket's (or '*' for any); it takes no list and no CIDR. A typo would
+    # otherwise trust nobody without a word, so it is refused here.
+    text = str(raw).strip()
+    if text in ("", "*"):
+        return text
+    try:
+        # The compressed form is how the socket spells the peer (0:0::1 arrives as ::1).
+        return ipaddress.ip_address(text).compressed
+    except ValueError:
+        raise ConfigError(f"{raw!r} is not an IP address (one address, e.g. 10.0.0.5 or ::1, or '*' for any; "
+                          "lists and CIDR ranges are not supported)") from None
+
+
+def _runtime_file(raw: str) -> str | None:
+    # None is "auto" (see default_runtime_file); "" turns the file off.
+    text = str(raw).strip()
+    if text.lower() in ("", "auto"):
+        return None
+    if text.lower() == "off":
+        return ""
+    if text.endswith(("/", os.sep)) or os.path.isdir(text):
+        raise ConfigError(f"{raw!r} is a directory: name a file, e.g. /tmp/echo-server.json")
+    return text
+
+
+def default_runtime_file() -> str:
+    """Where the runtime file goes by default: the user's runtime directory, else the temp directory.
+
+    Per user (the temp directory is shared), and the same for the server and
+    `echo-server health` as long as both see the same environment."""
+    runtime_dir = os.environ.get("XDG_RUNTIME_DIR", "")
+    if runtime_dir and os.path.isdir(runtime_dir):
+        return os.path.join(runtime_dir, "echo-server.json")
+    return os.path.join(tempfile.gettempdir(), f"echo-server-{os.getuid()}.json")
+
+
 @dataclass(frozen=True)
 class Setting:
     """One row of the settings table."""
@@ -217,8 +259,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("httpbin", _bool, False, "answer psf/httpbin's routes (/get, /status/418, ...) as httpbin 0.10 does; every other path still gets the echo"),
     Setting("max_httpbin_n", _int(1, 100_000), MAX_HTTPBIN_N, "most lines of /stream/{n} and hops of a redirect chain in httpbin mode", "N"),
     Setting("no_metrics", _bool, False, "do not serve Prometheus metrics at <prefix>metrics"),
-    Setting("trusted_proxy", _text, "", "address of a proxy whose X-Forwarded-* headers are trusted ('*' for any)", "ADDR"),
+    Setting("trusted_proxy", _trusted_proxy, "", "IP address of a proxy whose X-Forwarded-* headers are trusted ('*' for any)", "ADDR"),
     Setting("log", _log, "text", "access log on stdout: text, json, pretty or off", "FORMAT"),
+    Setting("runtime_file", _runtime_file, None, "file where the server writes the address it bound, for `echo-server health`; auto is $XDG_RUNTIME_DIR/echo-server.json, else <tempdir>/echo-server-<uid>.json; off writes none", "PATH"),
 )
 
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
@@ -267,6 +310,7 @@ class Settings:
     no_metrics: bool = _default("no_metrics")
     trusted_proxy: str = _default("trusted_proxy")
     log: str = _default("log")
+    runtime_file: str | None = _default("runtime_file")
 
     @property
     def held_limit(self) -> int:
@@ -274,6 +318,13 @@ class Settings:
         if self.max_held is not None:
             return self.max_held
         return max(1, self.threads - 2)
+
+    @property
+    def runtime_path(self) -> str | None:
+        """The runtime file's path, or None when --runtime-file is off."""
+        if self.runtime_file is None:
+            return default_runtime_file()
+        return self.runtime_file or None
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

@@ -109,6 +109,8 @@ class EchoServer:
 def start_echo(*flags: str, env: dict[str, str] | None = None, timeout: float = 15) -> EchoServer:
     """Start the real server with --port 0 and wait for its start line."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("ECHO_")}
+    # Test servers leave the user's default runtime file alone unless a test names one.
+    environment["ECHO_RUNTIME_FILE"] = "off"
     environment.update(env or {})
     environment["PYTHONUNBUFFERED"] = "1"
     args = [sys.executable, "-m", "echo", "--host", "127.0.0.1", "--port", "0", *flags]
@@ -201,12 +203,13 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
 
-def start_redis(port: int | None = None) -> RedisServer:
+def start_redis(port: int | None = None, *args: str) -> RedisServer:
+    """A redis-server on 127.0.0.1; `args` are more of its options (e.g. "--requirepass", "secret")."""
     binary = shutil.which("redis-server")
     assert binary is not None
     port = port or free_port()
     proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", *args],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 10
@@ -214,7 +217,8 @@ def start_redis(port: int | None = None) -> RedisServer:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
                 sock.sendall(b"PING\r\n")
-                if sock.recv(16).startswith(b"+PONG"):
+                # A Redis with --requirepass answers -NOAUTH: it is up, and wants a password.
+                if sock.recv(16).startswith((b"+PONG", b"-NOAUTH")):
                     return RedisServer(proc, port)
         except OSError:
             time.sleep(0.05)

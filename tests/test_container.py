@@ -352,7 +352,8 @@ def test_image_labels_its_source(runtime: Stage) -> None:
 
 def test_entry_command_and_healthcheck_are_exec_form(runtime: Stage) -> None:
     assert exec_form(runtime.one("CMD"))[0] == "echo-server"
-    assert "healthz" in " ".join(healthcheck_command(runtime))
+    # The server's own check, which finds the address it bound (flags or ECHO_* variables).
+    assert healthcheck_command(runtime) == ["echo-server", "health"]
 
 
 def test_dockerignore_keeps_the_context_to_the_package_sources() -> None:
@@ -435,12 +436,15 @@ class Served:
 
 
 @pytest.fixture
-def image_env(runtime: Stage) -> dict[str, str]:
+def image_env(runtime: Stage, tmp_path: Path) -> dict[str, str]:
     """This machine's environment as the image's ENV lines change it, bound to loopback on a free port."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("ECHO_")}
     env = runtime.env(base)
     # Tests bind to 127.0.0.1 only; the image's 0.0.0.0 is checked by test_image_environment.
     env.update(ECHO_HOST="127.0.0.1", ECHO_PORT=str(free_port()))
+    # The default runtime file, in a directory of this test's own: other servers
+    # on this machine must not be the one the health check finds.
+    env["XDG_RUNTIME_DIR"] = str(tmp_path)
     return env
 
 
@@ -473,10 +477,11 @@ def test_image_command_serves_echo_inspector_and_health_then_stops_on_sigterm(
         assert server.terminate() == 0
         output = server.output()
 
-    # ECHO_LOG=json from the Dockerfile: the exchange is one JSON line in `docker logs`.
-    logged = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
-    assert [entry["id"] for entry in logged] == [exchange_id]
-    assert "Echo stopped" in output
+    # ECHO_LOG=json from the Dockerfile: every line of `docker logs` is JSON, the
+    # exchange one line, the start and the stop events of their own.
+    logged = [json.loads(line) for line in output.splitlines() if line.strip()]
+    assert [entry["id"] for entry in logged if "id" in entry] == [exchange_id]
+    assert [entry["event"] for entry in logged if "event" in entry] == ["start", "stop"]
 
     # With the server gone the same check fails, so Docker would mark the container unhealthy.
     checked = subprocess.run(health, env=image_env, cwd=tmp_path, capture_output=True, timeout=HEALTHCHECK_SECONDS)
@@ -501,8 +506,8 @@ def test_kubernetes_example_matches_the_image(runtime: Stage) -> None:
     probes = re.findall(r"^ +(readinessProbe|livenessProbe):\n +httpGet:\n +path: (\S+)\n +port: (\S+)$",
                         text, re.MULTILINE)
     prefix = "/_/"
-    assert sorted(probes) == [("livenessProbe", f"{prefix}healthz", "http"),
-                              ("readinessProbe", f"{prefix}healthz", "http")]
+    assert sorted(probes) == [("livenessProbe", f"{prefix}livez", "http"),
+                              ("readinessProbe", f"{prefix}livez", "http")]
     port = runtime.env({})["ECHO_PORT"]
     assert re.search(rf"containerPort: {port}\n +name: http$", text, re.MULTILINE)
     uid = runtime.all("USER")[-1].split(":")[0]

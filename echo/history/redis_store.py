@@ -208,8 +208,26 @@ return total
 """
 
 
+# What Redis (and redis-py) say when a URL carries no password, or the wrong one.
+_NO_PASSWORD = ("noauth", "hello must be called", "authentication required")
+_BAD_PASSWORD = ("wrongpass", "invalid username-password pair", "invalid password", "user is disabled")
+
+
 def _reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
+
+
+def _credentials(exc: BaseException, where: str) -> str | None:
+    """What to change when Redis wants other credentials than the URL's; None for other failures."""
+    text = _reason(exc)
+    lowered = text.lower()
+    if any(mark in lowered for mark in _NO_PASSWORD):
+        return (f"the Redis at {where} needs a password: put it in the URL, redis://:PASSWORD@host:port/db "
+                f"(or redis://USER:PASSWORD@host:port/db for an ACL user)")
+    if any(mark in lowered for mark in _BAD_PASSWORD):
+        return (f"the Redis at {where} refused the user or password in the URL ({text.rstrip('.')}): "
+                f"check redis://[USER]:PASSWORD@host:port/db")
+    return None
 
 
 def _text(value: str) -> bytes:
@@ -263,6 +281,9 @@ class RedisStore(Store):
         try:
             return action()
         except (RedisError, OSError) as exc:
+            advice = _credentials(exc, self._where)
+            if advice:
+                raise StoreError(f"redis {what} failed: {advice}") from exc
             raise StoreError(f"redis {self._where}: {what} failed: {_reason(exc)}") from exc
 
     def _common(self) -> list[Any]:
@@ -339,7 +360,8 @@ class RedisStore(Store):
         try:
             kept = int(self._count(keys=[self._index], args=self._common()))
         except (RedisError, OSError) as exc:
-            return Health(ok=False, backend=self.backend, detail=f"{self._where}: {_reason(exc)}")
+            detail = _credentials(exc, self._where) or f"{self._where}: {_reason(exc)}"
+            return Health(ok=False, backend=self.backend, detail=detail)
         return Health(ok=True, backend=self.backend,
                       detail=f"{kept} of {self._limit} exchanges kept in {self._where} under {self._prefix}:")
 

@@ -17,8 +17,9 @@ import logging
 import re
 import sys
 import threading
+import time
 from collections.abc import Callable
-from typing import TextIO
+from typing import Any, TextIO
 
 from ..formats.documents import iso_time
 from ..formats.render import highlight_terminal, pretty_text
@@ -105,6 +106,42 @@ def json_line(exchange: Exchange) -> str:
     )
     # Such characters can only occur inside JSON strings, where \\u escapes mean the same.
     return _JSON_RAW_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", line) + "\n"
+
+
+def _json_text(doc: dict[str, Any]) -> str:
+    line = json.dumps(doc, ensure_ascii=False, default=str)
+    return _JSON_RAW_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", line)
+
+
+def event_line(event: str, message: str, **fields: Any) -> str:
+    """A server event (start, stop, error) as one JSON object, for --log json.
+
+    `message` is the line --log text prints, so a person reading the JSON (or a
+    script waiting for "listening on") finds the same words."""
+    return _json_text({"time": iso_time(time.time()), "event": event, "message": message, **fields})
+
+
+class JsonLogFormatter(logging.Formatter):
+    """The `logging` records of Echo and waitress as one JSON object per line.
+
+    With --log json every line Echo writes is JSON: a collector (Loki, Fluent
+    Bit, Cloud Logging) parses each one instead of tripping over plain text.
+    A traceback stays inside the object, as `exc_info`, instead of spreading
+    over many lines."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "time": iso_time(record.created),
+            "event": "log",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            doc["exc_info"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            doc["stack_info"] = self.formatStack(record.stack_info)
+        return _json_text(doc)
 
 
 def _status_text(code: int) -> str:

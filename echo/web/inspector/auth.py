@@ -9,14 +9,14 @@ from ...model.redact import basic_credentials_match
 from ..services import services
 from .common import api_error, bp
 
-# Routes that stay open under --ui-auth. Health answers container and
+# Routes that stay open under --ui-auth. Liveness and health answer container and
 # Kubernetes probes, which carry no credentials; the static assets and the
 # pygments stylesheet hold no request data and style the echo's HTML page,
 # which is served outside the inspector and so without credentials.
 # The bare prefix (/_) only redirects to the prefix (/_/): answering it with a
 # 401 instead would make a browser scope the credentials to "/", and send the
 # inspector's password with every echo request from then on.
-OPEN_ENDPOINTS = frozenset({"inspector.healthz", "inspector.css", "static", "bare_prefix"})
+OPEN_ENDPOINTS = frozenset({"inspector.livez", "inspector.healthz", "inspector.css", "static", "bare_prefix"})
 
 
 @bp.before_app_request

@@ -52,7 +52,7 @@ def relative_path() -> str:
 
 def is_api() -> bool:
     below = relative_path()
-    return below.startswith("api/") or below in ("api", "healthz", "metrics")
+    return below.startswith("api/") or below in ("api", "livez", "healthz", "metrics")
 
 
 def parse_query(args: MultiDict[str, str], default_limit: int = DEFAULT_PAGE) -> Query | Response:

@@ -1,4 +1,10 @@
-"""Operations routes: health for probes and monitoring, Prometheus metrics."""
+"""Operations routes: liveness for probes, health for monitoring, Prometheus metrics.
+
+`livez` is 200 whenever the process serves requests: the echo works without
+its history store, so a Redis outage must neither restart pods (liveness) nor
+take every pod out of its Service at once (readiness). `healthz` adds the
+store's state and says 503 while it is unreachable, for monitoring and alerts.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,13 @@ from ...history import StoreError
 from ...version import __version__
 from ..services import services
 from .common import api_error, bp, json_response
+
+
+@bp.get("/livez")
+def livez() -> Response:
+    # Answered by a worker thread like any request, so a wedged server fails it;
+    # it touches nothing else (no store call), so nothing outside the process does.
+    return json_response({"status": "ok", "version": __version__}, 200)
 
 
 @bp.get("/healthz")
