@@ -25,7 +25,7 @@ from waitress import wasyncore
 
 from .config import SETTINGS, SETTINGS_BY_NAME, ConfigError, Settings, flag, load_settings
 from .observe import runtime
-from .observe.logs import JsonLogFormatter, event_line
+from .observe.logs import JsonLogFormatter, TextLogFormatter, event_line
 from .version import __version__
 from .web.serving import drain, install
 
@@ -83,7 +83,7 @@ def _configure_logging(fmt: str) -> None:
         logging.captureWarnings(True)
         names.append("py.warnings")
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextLogFormatter())
     for name in names:
         logger = logging.getLogger(name)
         logger.addHandler(handler)

@@ -144,3 +144,15 @@ def test_no_import_cycles() -> None:
     # A package's __init__ importing its own submodules to register them is not a cycle of concern.
     real = [c for c in cycles if not any(modules[m].name == "__init__.py" for m in c)]
     assert real == []
+
+
+def test_every_package_ships_in_the_wheel() -> None:
+    # setup.cfg names packages one by one; a new room missing there installs
+    # without its modules and fails only at run time.
+    import configparser
+
+    config = configparser.ConfigParser()
+    config.read(PACKAGE.parent / "setup.cfg")
+    listed = set(config["options"]["packages"].split())
+    found = {module_name(path) for path in PACKAGE.rglob("__init__.py")}
+    assert found <= listed, f"packages missing from setup.cfg: {sorted(found - listed)}"

@@ -144,6 +144,20 @@ class JsonLogFormatter(logging.Formatter):
         return _json_text(doc)
 
 
+class TextLogFormatter(logging.Formatter):
+    """Echo's and waitress's `logging` records as text lines, made inert.
+
+    waitress's warnings can quote what a client sent (a malformed header
+    value): its escape sequences must not reach the terminal of whoever reads
+    the log, so the line goes through `inert` like every access-log line."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        return inert(super().format(record), keep="\n")
+
+
 def _status_text(code: int) -> str:
     name = phrase(code)
     return f"{code} {name}" if name else str(code)
