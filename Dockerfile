@@ -13,9 +13,14 @@ ARG PYTHON_VERSION=3.12
 
 FROM python:${PYTHON_VERSION}-slim AS build
 WORKDIR /src
-COPY pyproject.toml setup.cfg README.md LICENSE ./
+COPY pyproject.toml setup.cfg constraints.txt README.md LICENSE ./
 COPY echo ./echo
 COPY static ./static
+# Every release installed here, build backend included, is pinned (scripts/pin
+# refreshes the file), so builds on different days give the same image. The
+# variable rather than -c also reaches the isolated environment the wheel is
+# built in. This stage only: the runtime image has no pip to read it.
+ENV PIP_CONSTRAINT=/src/constraints.txt
 # The virtualenv gets no pip of its own: this stage's pip installs into it
 # (--python), so the runtime holds Echo and its dependencies and nothing else.
 RUN python -m pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
