@@ -193,3 +193,10 @@ def test_an_answer_carries_exactly_one_x_echo_id(live_server: Any) -> None:
     assert status == 400
     assert headers.get_all("X-Echo-Id") == [newest(live_server.port)["id"]]
     assert headers.get("X-Other") is None
+
+
+@pytest.mark.parametrize("name", ["Proxy-Authenticate", "Proxy-Authorization", "Trailers"])
+def test_hop_by_hop_headers_a_wsgi_app_may_not_set_are_a_400_not_a_500(live_server: Any, name: str) -> None:
+    status, _, body = call(live_server.port, "GET", f"/hop?_header={name}:%20x")
+    assert status == 400, body
+    assert json.loads(body)["param"] == "_header"

@@ -32,9 +32,11 @@ SANDBOX_CSP = "sandbox"
 
 # Headers that frame the message or belong to one connection: a caller setting
 # them would desynchronise the client (response splitting, smuggling).
-FRAMING_HEADERS = frozenset(
-    {"content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "te", "trailer", "proxy-connection"}
-)
+# PEP 3333's hop-by-hop names are among them: waitress refuses an app that sets one.
+FRAMING_HEADERS = frozenset({
+    "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "te", "trailer", "trailers",
+    "proxy-connection", "proxy-authenticate", "proxy-authorization",
+})
 
 _PHRASES = {status.value: status.phrase for status in HTTPStatus}
 _STATUS_LINES = {code: f"{code} {phrase}" for code, phrase in _PHRASES.items()}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
@@ -116,7 +117,8 @@ class EchoHandler:
         except Exception:  # noqa: BLE001 - the last line of defence; every known case is handled above it
             log.exception("echo failed on %s %s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
             failed = self._error(500, error_document("Echo failed to answer this request; see the server log"))
-            start_response(status_line(failed.status), failed.headers)
+            # exc_info lets the server replace a head already begun (PEP 3333).
+            start_response(status_line(failed.status), failed.headers, sys.exc_info())
             return [failed.body] if isinstance(failed.body, bytes) else failed.body
 
     def _handle(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
