@@ -36,6 +36,9 @@ REDIRECT_LOCATION = "/redirect/1"
 _CODE = re.compile(r"\s*([0-9]{1,9})\s*")
 _WEIGHT = re.compile(r"\s*([0-9]{1,15}(?:\.[0-9]*)?|\.[0-9]+)\s*")
 _N = re.compile(r"[0-9]{1,12}")
+# Hop-by-hop names Echo's framing list leaves out but PEP 3333 keeps from an
+# app (waitress answers 500 for them): one connection's business, not a route's.
+_HOP_BY_HOP = frozenset({"proxy-authenticate", "proxy-authorization", "trailers"})
 
 _ACCEPTED_MEDIA_TYPES = ["image/webp", "image/svg+xml", "image/jpeg", "image/png", "image/*"]
 _TEAPOT = r'''
@@ -69,6 +72,8 @@ def header_problem(name: str, value: str) -> str | None:
     if not TOKEN.fullmatch(name):
         # Checked first: the control reads "Name: Value" up to the first ":".
         return f"{name!r} is not a valid header name (an HTTP token: letters, digits and !#$%&'*+.^_`|~-)"
+    if name.lower() in _HOP_BY_HOP:
+        return f"{name} belongs to one connection (hop-by-hop) and cannot be set by a route"
     decided = plan((("_header", f"{name}: {value}"),), ())
     return decided.message if isinstance(decided, ControlError) else None
 
@@ -101,7 +106,9 @@ def status_answer(code: int) -> Answer:
         doc = {"message": "Client did not request a supported media type.", "accept": _ACCEPTED_MEDIA_TYPES}
         return body_answer(code, json.dumps(doc).encode("utf-8"), JSON_TYPE)
     if code == 407:
-        return empty_answer(code, [("Proxy-Authenticate", 'Basic realm="Fake Realm"')])
+        # httpbin adds Proxy-Authenticate, which PEP 3333 reserves to the
+        # server (hop-by-hop) and waitress refuses from an app: sent without it.
+        return empty_answer(code)
     if code == 418:
         return body_answer(code, _TEAPOT.encode("utf-8"), _TEXT_TYPE, [("x-more-info", "http://tools.ietf.org/html/rfc2324")])
     return empty_answer(code)
