@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import requests
+
 from support import EchoServer, call, raw_request, split_response, start_echo
 
 LIMIT = 3
