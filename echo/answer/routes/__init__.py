@@ -12,7 +12,13 @@ recording stay where they are, so every httpbin exchange is in the history.
 from __future__ import annotations
 
 # Each family module adds its rows to the table when imported.
-from . import inspection  # noqa: F401
+from . import (
+    auth,  # noqa: F401
+    cookies,  # noqa: F401
+    headers,  # noqa: F401
+    inspection,  # noqa: F401
+    status,  # noqa: F401
+)
 from .table import ROUTES, Found, Route, RouteLimits, find, route
 
 __all__ = ["ROUTES", "Found", "Route", "RouteLimits", "find", "route"]
