@@ -12,6 +12,10 @@ recording stay where they are, so every httpbin exchange is in the history.
 from __future__ import annotations
 
 # Each family module adds its rows to the table when imported.
+from . import caching as caching  # noqa: F401
+from . import data as data  # noqa: F401
+from . import encodings as encodings  # noqa: F401
+from . import formats as formats  # noqa: F401
 from . import inspection  # noqa: F401
 from .table import ROUTES, Found, Route, RouteLimits, find, route
 
