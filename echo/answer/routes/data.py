@@ -187,15 +187,16 @@ def drip(record: RequestRecord, params: dict[str, str], limits: RouteLimits) -> 
 
 
 def _drip(size: int, duration: float) -> Iterator[bytes]:
-    """httpbin's drip: a byte, then duration/size seconds, and so on; several bytes
-    go in one write when their pauses are too short to matter (under 10 ms)."""
+    """httpbin's drip: a byte every duration/size seconds. Several bytes go in one
+    write when their pauses are too short to matter (under 10 ms), and there is no
+    pause after the last byte (httpbin has one, which a client, whose answer is
+    complete by then, never sees: it only keeps the connection and the worker)."""
     pause = duration / size
     per_write = max(1, min(DRIP_WRITE, int(0.01 / pause) if pause else DRIP_WRITE))
     for start in range(0, size, per_write):
-        count = min(per_write, size - start)
-        yield b"*" * count
-        if pause:
-            time.sleep(pause * count)
+        if pause and start:
+            time.sleep(pause * per_write)
+        yield b"*" * min(per_write, size - start)
 
 
 @route("/range/{numbytes}", {"GET"})
@@ -244,16 +245,17 @@ def _int_or_none(text: str) -> int | None:
 
 
 def _alphabet(first: int, last: int, chunk_size: int, pause_per_byte: float) -> Iterator[bytes]:
-    """Byte i is "abc...z"[i % 26], so the resource is the same on every request and ranges join up."""
+    """Byte i is "abc...z"[i % 26], so the resource is the same on every request and ranges join up.
+    httpbin pauses after each full chunk and before a short last one; the pause
+    after the last chunk is left out, as in _drip."""
     for start in range(first, last + 1, chunk_size):
         end = min(start + chunk_size, last + 1)
-        offset = start % 26
-        chunk = (_LETTERS * ((end - start) // 26 + 2))[offset:offset + end - start]
+        if pause_per_byte and start > first:
+            time.sleep(pause_per_byte * chunk_size)  # after the full chunk before this one
         if pause_per_byte and end - start < chunk_size:
-            time.sleep(pause_per_byte * (end - start))  # httpbin pauses before the short last chunk
-        yield chunk
-        if pause_per_byte and end - start == chunk_size:
-            time.sleep(pause_per_byte * chunk_size)
+            time.sleep(pause_per_byte * (end - start))
+        offset = start % 26
+        yield (_LETTERS * ((end - start) // 26 + 2))[offset:offset + end - start]
 
 
 def _streamed(status: int, chunks: Iterator[bytes], content_type: str, length: int | None = None,
