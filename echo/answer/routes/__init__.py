@@ -14,7 +14,11 @@ from __future__ import annotations
 # Each family module adds its rows to the table when imported.
 from . import (
     auth,  # noqa: F401
+    caching,  # noqa: F401
     cookies,  # noqa: F401
+    data,  # noqa: F401
+    encodings,  # noqa: F401
+    formats,  # noqa: F401
     headers,  # noqa: F401
     inspection,  # noqa: F401
     status,  # noqa: F401
