@@ -133,7 +133,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    listed = read_list(HERE / "deselected.txt")
+    listed = read_list(Path(os.environ.get("REQUESTS_SUITE_DESELECTED") or HERE / "deselected.txt"))
     keep: list[pytest.Item] = []
     dropped: list[pytest.Item] = []
     for item in items:
