@@ -81,12 +81,14 @@ BOUNDARY = "----echo-bench-boundary-7d3f"
 GET_VS_HTTPBIN = 1.5
 GET_VS_CEILING = 0.8
 POST_VS_HTTPBIN = 2.0
+HTTPBIN_GET_VS_HTTPBIN = 2.0  # GET /get with --httpbin: a drop-in should be faster than what it replaces
 HISTORY_COST = 0.10
 RSS_SMALL_MIB = 64
 RSS_LARGE_MIB = 140
 
-ALL_TARGETS = ("echo", "echo-nohistory", "echo-log", "httpbin", "flask-hello")
-DEFAULT_TARGETS = ("echo", "echo-nohistory", "httpbin", "flask-hello")
+ALL_TARGETS = ("echo", "echo-nohistory", "echo-log", "echo-httpbin", "httpbin", "flask-hello")
+DEFAULT_TARGETS = ("echo", "echo-nohistory", "echo-httpbin", "httpbin", "flask-hello")
+ALL_WORKLOADS = ("get", "post-json", "multipart", "httpbin-get")
 
 
 class BenchError(RuntimeError):
@@ -140,6 +142,10 @@ class Workload:
     path: str
     content_type: str | None = None
     body: bytes = b""
+    # The targets it runs on (None: every target but those kept to named workloads),
+    # and the Echo target its Echo/httpbin ratio is read from.
+    targets: frozenset[str] | None = None
+    echo: str = "echo"
 
 
 def workloads() -> list[Workload]:
@@ -148,6 +154,9 @@ def workloads() -> list[Workload]:
         Workload("get", "GET /anything?a=1&b=2", "GET", "/anything?a=1&b=2"),
         Workload("post-json", "POST 1 KiB JSON", "POST", "/anything", "application/json", json_body(SMALL_BODY)),
         Workload("multipart", "POST 100 KiB multipart", "POST", "/anything", upload_type, upload),
+        # httpbin mode against httpbin on the route both serve: the drop-in of SPEC section 8.
+        Workload("httpbin-get", "GET /get (httpbin mode)", "GET", "/get?a=1&b=2",
+                 targets=frozenset({"echo-httpbin", "httpbin"}), echo="echo-httpbin"),
     ]
 
 
@@ -157,6 +166,13 @@ class Target:
     label: str
     command: Callable[[int], list[str]]  # port -> argv
     check: Callable[[Workload, int, bytes], str | None]  # what is wrong with an answer, or None
+    workloads: frozenset[str] | None = None  # the only workloads it runs (None: all that take it)
+
+
+def runs_on(target: Target, workload: Workload) -> bool:
+    if workload.targets is not None:
+        return target.name in workload.targets
+    return target.workloads is None
 
 
 def _echo_check(workload: Workload, status: int, body: bytes) -> str | None:
@@ -178,7 +194,7 @@ def _httpbin_check(workload: Workload, status: int, body: bytes) -> str | None:
     if status != 200:
         return f"status {status}"
     doc = json.loads(body)
-    if workload.name == "get" and doc.get("args") != {"a": "1", "b": "2"}:
+    if workload.name in ("get", "httpbin-get") and doc.get("args") != {"a": "1", "b": "2"}:
         return f"args {doc.get('args')!r}"
     if workload.name == "post-json" and doc.get("json") != json.loads(workload.body):
         return "json not echoed"
@@ -463,8 +479,10 @@ def run_load(targets: list[Target], loads: list[Workload], plan: dict[str, int],
     history_rounds: dict[str, list[dict[str, float]]] = {}
     try:
         for target in targets:
-            servers[target.name].start(loads[0])
+            servers[target.name].start(next(w for w in loads if runs_on(target, w)))
+        all_targets = targets
         for workload in loads:
+            targets = [t for t in all_targets if runs_on(t, workload)]
             body_file = body_files.get(workload.name)
             samples: dict[str, list[Sample]] = {t.name: [] for t in targets}
             for target in targets:
@@ -490,7 +508,8 @@ def run_load(targets: list[Target], loads: list[Workload], plan: dict[str, int],
                     cpu_us=statistics.median(s.cpu_us for s in got),
                     samples=got,
                 ))
-            if "echo" in servers and "echo-nohistory" in servers and plan["rounds"]:
+            names = {t.name for t in targets}
+            if "echo" in names and "echo-nohistory" in names and plan["rounds"]:
                 rounds = price_history(servers["echo"], servers["echo-nohistory"], workload, plan, wrk_bin,
                                        pins[1], body_file)
                 history_rounds[workload.name] = rounds
@@ -500,7 +519,7 @@ def run_load(targets: list[Target], loads: list[Workload], plan: dict[str, int],
     finally:
         for server in servers.values():
             server.stop()
-    return (results, {t.label: servers[t.name].output().count("Task queue depth") for t in targets},
+    return (results, {t.label: servers[t.name].output().count("Task queue depth") for t in all_targets},
             history_rounds)
 
 
@@ -587,12 +606,12 @@ def report(results: list[Result], rss: dict[str, float] | None, labels: dict[str
     lines.append("ratios of median req/s (and, steadier on a busy machine, of CPU time per request); the history "
                  "cost is the median over the history rounds (over the runs' back-to-back pairs with --rounds 0)")
     for workload in loads:
-        w = workload.name
+        w, e = workload.name, workload.echo
         cost = history_cost(w, "rps")
         cpu_cost = history_cost(w, "cpu_us")
         lines.append(
-            f"  {workload.label:<24} Echo/httpbin {_x(ratio(get('echo', w, 'rps'), get('httpbin', w, 'rps')))}"
-            f" ({_x(ratio(get('httpbin', w, 'cpu_us'), get('echo', w, 'cpu_us')))})"
+            f"  {workload.label:<24} Echo/httpbin {_x(ratio(get(e, w, 'rps'), get('httpbin', w, 'rps')))}"
+            f" ({_x(ratio(get('httpbin', w, 'cpu_us'), get(e, w, 'cpu_us')))})"
             f"  Echo/ceiling {_x(ratio(get('echo', w, 'rps'), get('flask-hello', w, 'rps')))}"
             f" ({_x(ratio(get('flask-hello', w, 'cpu_us'), get('echo', w, 'cpu_us')))})"
             f"  history cost {'n/a' if cost is None else f'{cost:+.1%}'}"
@@ -612,11 +631,16 @@ def report(results: list[Result], rss: dict[str, float] | None, labels: dict[str
     check(f"1 KiB JSON POST Echo/httpbin >= {POST_VS_HTTPBIN}x",
           ratio(get("echo", "post-json", "rps"), get("httpbin", "post-json", "rps")),
           lambda v: v >= POST_VS_HTTPBIN, "{:.2f}x")
+    check(f"GET /get (httpbin mode) Echo/httpbin >= {HTTPBIN_GET_VS_HTTPBIN}x",
+          ratio(get("echo-httpbin", "httpbin-get", "rps"), get("httpbin", "httpbin-get", "rps")),
+          lambda v: v >= HTTPBIN_GET_VS_HTTPBIN, "{:.2f}x")
     for workload in loads:
         check(f"{workload.label}: Echo p99 <= httpbin's",
-              ratio(get("echo", workload.name, "p99_ms"), get("httpbin", workload.name, "p99_ms")),
+              ratio(get(workload.echo, workload.name, "p99_ms"), get("httpbin", workload.name, "p99_ms")),
               lambda v: v <= 1.0, "{:.2f} of it")
     for workload in loads:
+        if workload.targets is not None and "echo" not in workload.targets:
+            continue  # Echo with and without history do not run it
         check(f"{workload.label}: history costs <= {HISTORY_COST:.0%}", history_cost(workload.name, "rps"),
               lambda v: v <= HISTORY_COST, "{:+.1%}")
     if rss:
@@ -647,6 +671,10 @@ def build_targets(wanted: list[str], python: str, quick: bool, notes: list[str])
         elif name == "echo-log":
             # The access log priced: `echo` with --log text, its stdout going to a file.
             targets.append(Target(name, "echo --log text", echo_command(python, log="text"), _echo_check))
+        elif name == "echo-httpbin":
+            # Echo as the httpbin drop-in; it answers as httpbin does, so httpbin's check applies.
+            targets.append(Target(name, "echo --httpbin", echo_command(python, "--httpbin"), _httpbin_check,
+                                  workloads=frozenset({"httpbin-get"})))
         elif name == "httpbin":
             found = ensure_httpbin(python, quiet=quick)
             if found is None:
@@ -671,7 +699,8 @@ def main(argv: list[str] | None = None) -> int:
                              "when it cannot be installed")
     parser.add_argument("--targets", default=",".join(DEFAULT_TARGETS),
                         help=f"comma-separated, from {', '.join(ALL_TARGETS)} (echo-log: Echo with --log text)")
-    parser.add_argument("--workloads", default="get,post-json,multipart", help="comma-separated: get, post-json, multipart")
+    parser.add_argument("--workloads", default=",".join(ALL_WORKLOADS),
+                        help=f"comma-separated: {', '.join(ALL_WORKLOADS)} (GET /get, Echo with --httpbin vs httpbin)")
     parser.add_argument("--duration", type=int, help="seconds per run (default 10, --quick 2)")
     parser.add_argument("--runs", type=int, help="runs per target and workload; medians are shown (default 3, --quick 1)")
     parser.add_argument("--rounds", type=int,
@@ -694,7 +723,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(wanted) - set(ALL_TARGETS)
     if unknown:
         parser.error(f"unknown targets: {', '.join(sorted(unknown))}")
-    names = args.workloads.split(",")
+    names = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    if set(names) - set(ALL_WORKLOADS):
+        parser.error(f"unknown workloads: {', '.join(sorted(set(names) - set(ALL_WORKLOADS)))}")
     loads = [w for w in workloads() if w.name in names]
     if not loads or not wanted:
         parser.error("nothing to run")
@@ -720,6 +751,10 @@ def main(argv: list[str] | None = None) -> int:
             "the waitress.queue logger at ERROR for every target",
         ]
         targets = build_targets(wanted, python, args.quick, notes)
+        # A target no chosen workload runs on is not started at all.
+        targets = [t for t in targets if any(runs_on(t, w) for w in loads)]
+        if not targets:
+            raise BenchError("no chosen target runs the chosen workloads")
         load = os.getloadavg()[0]
         if load > BUSY_LOAD:
             notes.append(f"load average {load:.2f} at the start: something else is busy, so req/s and latency "

@@ -191,6 +191,31 @@ def health_main(argv: Sequence[str], environ: dict[str, str]) -> int:
     return 1
 
 
+def waitress_options(settings: Settings) -> dict[str, Any]:
+    """The keyword arguments of waitress's create_server for these settings (also the pytest plugin's)."""
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "threads": settings.threads,
+        "ident": "Echo",
+        # waitress answers 431 once the head *reaches* its limit; --max-header
+        # is the largest head accepted, so the limit is one byte more.
+        "max_request_header_size": settings.max_header + 1,
+        "max_request_body_size": max(settings.max_body * WAITRESS_BODY_FACTOR, settings.max_body + 1024 * 1024),
+        # Keep X-Forwarded-* visible in the echo unless a proxy is trusted.
+        "clear_untrusted_proxy_headers": False,
+        "asyncore_use_poll": True,
+        "channel_timeout": settings.channel_timeout,
+        # waitress looks for idle connections only this often; a quarter of the
+        # timeout closes one within 1.25 x --channel-timeout.
+        "cleanup_interval": max(1, min(30, settings.channel_timeout // 4)),
+    }
+    if settings.trusted_proxy:
+        options["trusted_proxy"] = settings.trusted_proxy
+        options["trusted_proxy_headers"] = "x-forwarded-for x-forwarded-host x-forwarded-proto x-forwarded-port"
+    return options
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     environ = dict(os.environ)
     given = list(sys.argv[1:] if argv is None else argv)
@@ -226,26 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         logging.getLogger("echo").error("starting without the history store: %s", health.detail)
 
-    options: dict[str, Any] = {
-        "host": settings.host,
-        "port": settings.port,
-        "threads": settings.threads,
-        "ident": "Echo",
-        # waitress answers 431 once the head *reaches* its limit; --max-header
-        # is the largest head accepted, so the limit is one byte more.
-        "max_request_header_size": settings.max_header + 1,
-        "max_request_body_size": max(settings.max_body * WAITRESS_BODY_FACTOR, settings.max_body + 1024 * 1024),
-        # Keep X-Forwarded-* visible in the echo unless a proxy is trusted.
-        "clear_untrusted_proxy_headers": False,
-        "asyncore_use_poll": True,
-        "channel_timeout": settings.channel_timeout,
-        # waitress looks for idle connections only this often; a quarter of the
-        # timeout closes one within 1.25 x --channel-timeout.
-        "cleanup_interval": max(1, min(30, settings.channel_timeout // 4)),
-    }
-    if settings.trusted_proxy:
-        options["trusted_proxy"] = settings.trusted_proxy
-        options["trusted_proxy_headers"] = "x-forwarded-for x-forwarded-host x-forwarded-proto x-forwarded-port"
+    options = waitress_options(settings)
     try:
         server = create_server(app, **options)
     except OSError as exc:

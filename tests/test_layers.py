@@ -22,6 +22,8 @@ FLOORS: dict[str, int] = {
     "web": 4,
     "app": 5,
     "cli": 6,
+    # The pytest plugin (entry point pytest11): like cli, a way in from outside that runs the server.
+    "pytest_plugin": 7,
     "__main__": 7, "__init__": 7,  # entry points: `python -m echo`, and create_app loaded on call
 }
 
@@ -29,7 +31,7 @@ FLOORS: dict[str, int] = {
 OWNERS: dict[str, frozenset[str]] = {
     "flask": frozenset({"web", "app"}),
     "redis": frozenset({"history"}),
-    "waitress": frozenset({"web", "cli"}),
+    "waitress": frozenset({"web", "cli", "pytest_plugin"}),  # the plugin serves from a thread
 }
 
 
