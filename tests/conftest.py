@@ -22,6 +22,7 @@ from support import (
     IN_CI,
     EchoServer,
     RedisServer,
+    call,
     need,
     start_echo,
     start_redis,
@@ -111,3 +112,18 @@ def sockets() -> Iterator[list[socket.socket]]:
     yield opened
     for sock in opened:
         sock.close()
+
+
+@pytest.fixture
+def base(live_server: EchoServer) -> str:
+    """The module's shared server, its history cleared first: the URL a page test opens."""
+    assert call(live_server.port, "DELETE", "/_/api/exchanges")[0] == 204
+    return live_server.url
+
+
+@pytest.fixture
+def context(browser: Any) -> Iterator[Any]:
+    """A fresh browser context (its own cookies and storage) at a desktop size."""
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+    yield ctx
+    ctx.close()

@@ -26,6 +26,8 @@ from typing import Any
 
 import pytest
 
+from echo.history import Health, Store, StoreError
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -261,3 +263,61 @@ def dechunk(data: bytes) -> bytes:
         out.append(data[:size])
         assert data[size:size + 2] == b"\r\n", "malformed chunk"
         data = data[size + 2:]
+
+
+# ---- pages in Chromium ------------------------------------------------------
+
+@dataclass
+class Watch:
+    """What a page did that it must not: log errors, throw, or open dialogs."""
+
+    errors: list[str] = field(default_factory=list)
+    dialogs: list[str] = field(default_factory=list)
+    # A test that expects the page to ask (window.confirm) says so here.
+    accept_confirms: bool = False
+    confirmed: list[str] = field(default_factory=list)
+
+    def assert_clean(self, allow: tuple[str, ...] = ()) -> None:
+        errors = [e for e in self.errors if not any(a in e for a in allow)]
+        assert errors == [], errors
+        assert self.dialogs == [], self.dialogs
+
+
+def watched(ctx: Any, handle_dialogs: bool = True, timeout_ms: float | None = None) -> tuple[Any, Watch]:
+    """A new page of the browser context `ctx` whose errors (and dialogs) are recorded.
+
+    With `handle_dialogs` off, the test answers dialogs itself."""
+    page = ctx.new_page()
+    watch = Watch()
+    page.on("console", lambda msg: watch.errors.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: watch.errors.append(f"uncaught: {exc}"))
+    if timeout_ms is not None:
+        page.set_default_timeout(timeout_ms)
+
+    def on_dialog(dialog: Any) -> None:
+        if watch.accept_confirms and dialog.type == "confirm":
+            watch.confirmed.append(dialog.message)
+            dialog.accept()
+            return
+        watch.dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    if handle_dialogs:
+        page.on("dialog", on_dialog)
+    return page, watch
+
+
+# ---- a store that is down -------------------------------------------------------
+
+class FailingStore(Store):
+    """A store whose every call fails the way an unreachable Redis does."""
+
+    backend = "failing"
+
+    def _fail(self, *_: Any) -> Any:
+        raise StoreError("connection refused")
+
+    add = get = list = clear = count = _fail  # type: ignore[assignment]
+
+    def health(self) -> Health:
+        return Health(ok=False, backend=self.backend, detail="connection refused")

@@ -11,76 +11,18 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 
-from support import call
+from support import Watch, call, watched
 
 pytestmark = pytest.mark.browser
 
 # Generous: the list refreshes every second, a loaded CI machine may be slow.
 WAIT_MS = 10_000
 
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[Any]:
-    from conftest import start_echo
-
-    started = start_echo("--log", "off")
-    yield started
-    started.stop()
-
-
-@pytest.fixture
-def base(server: Any) -> str:
-    assert call(server.port, "DELETE", "/_/api/exchanges")[0] == 204
-    return server.url
-
-
-@dataclass
-class Watch:
-    """What a page did that it must not: log errors, throw, or open dialogs."""
-
-    errors: list[str] = field(default_factory=list)
-    dialogs: list[str] = field(default_factory=list)
-    # A test that expects the page to ask (window.confirm) says so here.
-    accept_confirms: bool = False
-    confirmed: list[str] = field(default_factory=list)
-
-    def assert_clean(self, allow: tuple[str, ...] = ()) -> None:
-        errors = [e for e in self.errors if not any(a in e for a in allow)]
-        assert errors == [], errors
-        assert self.dialogs == [], self.dialogs
-
-
-@pytest.fixture
-def context(browser: Any) -> Iterator[Any]:
-    ctx = browser.new_context(viewport={"width": 1280, "height": 900})
-    yield ctx
-    ctx.close()
-
-
-def watched(ctx: Any) -> tuple[Any, Watch]:
-    page = ctx.new_page()
-    watch = Watch()
-    page.on("console", lambda msg: watch.errors.append(msg.text) if msg.type == "error" else None)
-    page.on("pageerror", lambda exc: watch.errors.append(f"uncaught: {exc}"))
-
-    def on_dialog(dialog: Any) -> None:
-        if watch.accept_confirms and dialog.type == "confirm":
-            watch.confirmed.append(dialog.message)
-            dialog.accept()
-            return
-        watch.dialogs.append(dialog.message)
-        dialog.dismiss()
-
-    page.on("dialog", on_dialog)
-    return page, watch
 
 
 @pytest.fixture
@@ -100,14 +42,14 @@ def expect_paths(page: Any, expected: list[str]) -> None:
 
 # ---- the live list -----------------------------------------------------------------------
 
-def test_a_new_exchange_appears_without_a_reload(base: str, server: Any, page: tuple[Any, Watch]) -> None:
+def test_a_new_exchange_appears_without_a_reload(base: str, live_server: Any, page: tuple[Any, Watch]) -> None:
     tab, watch = page
-    call(server.port, "GET", "/before")
+    call(live_server.port, "GET", "/before")
     tab.goto(base + "/_/")
     assert paths(tab) == ["/before"]
     tab.evaluate("window.stillTheSamePage = true")
     marker = f"/arrived/{uuid.uuid4().hex}"
-    call(server.port, "POST", marker + "?x=1&_status=201", b"hello")
+    call(live_server.port, "POST", marker + "?x=1&_status=201", b"hello")
     expect_paths(tab, [marker + "?x=1&_status=201", "/before"])
     assert tab.evaluate("window.stillTheSamePage") is True  # updated in place, not reloaded
     row = tab.locator("#rows tr").first
@@ -117,10 +59,10 @@ def test_a_new_exchange_appears_without_a_reload(base: str, server: Any, page: t
     watch.assert_clean()
 
 
-def test_the_clear_button_empties_the_history(base: str, server: Any, page: tuple[Any, Watch]) -> None:
+def test_the_clear_button_empties_the_history(base: str, live_server: Any, page: tuple[Any, Watch]) -> None:
     tab, watch = page
     for i in range(3):
-        call(server.port, "GET", f"/old/{i}")
+        call(live_server.port, "GET", f"/old/{i}")
     tab.goto(base + "/_/")
     assert len(paths(tab)) == 3 and tab.locator("#empty").is_hidden()
     watch.accept_confirms = True  # "Clear history" asks first
@@ -128,22 +70,22 @@ def test_the_clear_button_empties_the_history(base: str, server: Any, page: tupl
     assert len(watch.confirmed) == 1
     expect_paths(tab, [])
     assert tab.locator("#empty").is_visible()
-    _, _, body = call(server.port, "GET", "/_/api/exchanges")
+    _, _, body = call(live_server.port, "GET", "/_/api/exchanges")
     assert json.loads(body)["exchanges"] == []
     # The list keeps going after a clear, with only what came after it.
-    call(server.port, "GET", "/after-clear")
+    call(live_server.port, "GET", "/after-clear")
     expect_paths(tab, ["/after-clear"])
     watch.assert_clean()
 
 
-def test_filters_by_method_status_class_and_path_text(base: str, server: Any, page: tuple[Any, Watch]) -> None:
+def test_filters_by_method_status_class_and_path_text(base: str, live_server: Any, page: tuple[Any, Watch]) -> None:
     from playwright.sync_api import expect
 
     tab, watch = page
-    call(server.port, "GET", "/alpha")
-    call(server.port, "POST", "/beta?_status=404", b"b")
-    call(server.port, "DELETE", "/gamma?_status=503")
-    call(server.port, "PUT", "/alphabet?_status=201", b"p")
+    call(live_server.port, "GET", "/alpha")
+    call(live_server.port, "POST", "/beta?_status=404", b"b")
+    call(live_server.port, "DELETE", "/gamma?_status=503")
+    call(live_server.port, "PUT", "/alphabet?_status=201", b"p")
     tab.goto(base + "/_/")
     expect_paths(tab, ["/alphabet?_status=201", "/gamma?_status=503", "/beta?_status=404", "/alpha"])
 
@@ -162,8 +104,8 @@ def test_filters_by_method_status_class_and_path_text(base: str, server: Any, pa
     expect(tab).to_have_url(re.compile(r"[?&]q=ALPHA(&|$)"), timeout=WAIT_MS)
 
     # New exchanges still arrive, filtered.
-    call(server.port, "GET", "/alpha-2")
-    call(server.port, "GET", "/other")
+    call(live_server.port, "GET", "/alpha-2")
+    call(live_server.port, "GET", "/other")
     expect_paths(tab, ["/alpha-2", "/alphabet?_status=201", "/alpha"])
 
     # The filtered address is a page of its own: the server renders it filtered.
@@ -175,11 +117,11 @@ def test_filters_by_method_status_class_and_path_text(base: str, server: Any, pa
 
 # ---- the detail page -----------------------------------------------------------------------
 
-def test_the_detail_page_highlights_the_body_and_copies_curl(base: str, server: Any, browser: Any) -> None:
+def test_the_detail_page_highlights_the_body_and_copies_curl(base: str, live_server: Any, browser: Any) -> None:
     ctx = browser.new_context(permissions=["clipboard-read", "clipboard-write"])
     try:
         tab, watch = watched(ctx)
-        _, headers, _ = call(server.port, "POST", "/orders/7?x=1", b'{"name": "Ada", "items": [1, 2]}',
+        _, headers, _ = call(live_server.port, "POST", "/orders/7?x=1", b'{"name": "Ada", "items": [1, 2]}',
                              {"Content-Type": "application/json", "Cookie": "sid=abc"})
         exchange_id = headers["X-Echo-Id"]
         tab.goto(base + "/_/")
@@ -203,21 +145,21 @@ def test_the_detail_page_highlights_the_body_and_copies_curl(base: str, server: 
         ctx.close()
 
 
-def test_detail_pages_of_every_body_kind_log_no_errors(base: str, server: Any, page: tuple[Any, Watch]) -> None:
+def test_detail_pages_of_every_body_kind_log_no_errors(base: str, live_server: Any, page: tuple[Any, Watch]) -> None:
     tab, watch = page
     multipart = (b"--B\r\nContent-Disposition: form-data; name=\"who\"\r\n\r\nAda\r\n"
                  b"--B\r\nContent-Disposition: form-data; name=\"f\"; filename=\"a.bin\"\r\n"
                  b"Content-Type: application/octet-stream\r\n\r\n\x00\xff\r\n--B--\r\n")
     sent = [
-        call(server.port, "PUT", "/bin", bytes(range(256)), {"Content-Type": "application/octet-stream"}),
-        call(server.port, "POST", "/form", b"a=1&b=2", {"Content-Type": "application/x-www-form-urlencoded"}),
-        call(server.port, "POST", "/upload", multipart, {"Content-Type": "multipart/form-data; boundary=B"}),
-        call(server.port, "POST", "/xml", b"<a><b>1</b></a>", {"Content-Type": "application/xml"}),
-        call(server.port, "POST", "/bad-json", b"{nope", {"Content-Type": "application/json"}),
-        call(server.port, "GET", "/page", headers={"Accept": "text/html"}),
-        call(server.port, "GET", "/redirect?_status=302&_header=Location:/x"),
-        call(server.port, "GET", "/nc?_status=204"),
-        call(server.port, "GET", "/bad-control?_status=abc"),
+        call(live_server.port, "PUT", "/bin", bytes(range(256)), {"Content-Type": "application/octet-stream"}),
+        call(live_server.port, "POST", "/form", b"a=1&b=2", {"Content-Type": "application/x-www-form-urlencoded"}),
+        call(live_server.port, "POST", "/upload", multipart, {"Content-Type": "multipart/form-data; boundary=B"}),
+        call(live_server.port, "POST", "/xml", b"<a><b>1</b></a>", {"Content-Type": "application/xml"}),
+        call(live_server.port, "POST", "/bad-json", b"{nope", {"Content-Type": "application/json"}),
+        call(live_server.port, "GET", "/page", headers={"Accept": "text/html"}),
+        call(live_server.port, "GET", "/redirect?_status=302&_header=Location:/x"),
+        call(live_server.port, "GET", "/nc?_status=204"),
+        call(live_server.port, "GET", "/bad-control?_status=abc"),
     ]
     for _, headers, _ in sent:
         response = tab.goto(f"{base}/_/exchanges/{headers['X-Echo-Id']}")
@@ -269,10 +211,10 @@ def assert_nothing_ran(tab: Any, watch: Watch) -> None:
     watch.assert_clean()
 
 
-def test_hostile_requests_run_nothing_in_the_list(base: str, server: Any, page: tuple[Any, Watch]) -> None:
+def test_hostile_requests_run_nothing_in_the_list(base: str, live_server: Any, page: tuple[Any, Watch]) -> None:
     tab, watch = page
     tab.goto(base + "/_/")
-    hostile_request(server.port)  # arrives while the page is open: drawn by the script
+    hostile_request(live_server.port)  # arrives while the page is open: drawn by the script
     from playwright.sync_api import expect
 
     expect(tab.locator("#rows tr")).to_have_count(1, timeout=WAIT_MS)
@@ -282,9 +224,9 @@ def test_hostile_requests_run_nothing_in_the_list(base: str, server: Any, page: 
     assert_nothing_ran(tab, watch)
 
 
-def test_hostile_requests_run_nothing_in_the_detail_page(base: str, server: Any, page: tuple[Any, Watch]) -> None:
+def test_hostile_requests_run_nothing_in_the_detail_page(base: str, live_server: Any, page: tuple[Any, Watch]) -> None:
     tab, watch = page
-    exchange_id = hostile_request(server.port)
+    exchange_id = hostile_request(live_server.port)
     tab.goto(f"{base}/_/exchanges/{exchange_id}")
     text = tab.locator("main").inner_text()
     for payload in PAYLOADS:
@@ -341,11 +283,11 @@ def test_the_echo_page_runs_nothing_hostile(base: str, browser: Any) -> None:
         ctx.close()
 
 
-def test_pages_read_in_dark_mode_too(base: str, server: Any, browser: Any) -> None:
+def test_pages_read_in_dark_mode_too(base: str, live_server: Any, browser: Any) -> None:
     ctx = browser.new_context(color_scheme="dark")
     try:
         tab, watch = watched(ctx)
-        _, headers, _ = call(server.port, "POST", "/dark", b'{"a": 1}', {"Content-Type": "application/json"})
+        _, headers, _ = call(live_server.port, "POST", "/dark", b'{"a": 1}', {"Content-Type": "application/json"})
         tab.goto(f"{base}/_/exchanges/{headers['X-Echo-Id']}")
         background = tab.evaluate("getComputedStyle(document.body).backgroundColor")
         foreground = tab.evaluate("getComputedStyle(document.body).color")

@@ -12,16 +12,15 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import closing
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from http.client import HTTPConnection
 from typing import Any
 
 import pytest
 
-from support import EchoServer, RedisServer, call, start_echo
+from support import EchoServer, RedisServer, call, watched
 
 pytestmark = pytest.mark.browser
 
@@ -30,45 +29,6 @@ WAIT_MS = 10_000
 ROWS = 200
 # Longer than a few live polls (one a second): what has not appeared by then is not coming.
 QUIET_SECONDS = 2.5
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[EchoServer]:
-    started = start_echo("--log", "off")
-    yield started
-    started.stop()
-
-
-@pytest.fixture
-def base(server: EchoServer) -> str:
-    assert call(server.port, "DELETE", "/_/api/exchanges")[0] == 204
-    return server.url
-
-
-@dataclass
-class Watch:
-    errors: list[str] = field(default_factory=list)
-    dialogs: list[str] = field(default_factory=list)
-
-    def assert_clean(self, allow: tuple[str, ...] = ()) -> None:
-        errors = [e for e in self.errors if not any(a in e for a in allow)]
-        assert errors == [], errors
-
-
-def watched(ctx: Any) -> tuple[Any, Watch]:
-    page = ctx.new_page()
-    watch = Watch()
-    page.on("console", lambda msg: watch.errors.append(msg.text) if msg.type == "error" else None)
-    page.on("pageerror", lambda exc: watch.errors.append(f"uncaught: {exc}"))
-    page.set_default_timeout(WAIT_MS)
-    return page, watch
-
-
-@pytest.fixture
-def context(browser: Any) -> Iterator[Any]:
-    ctx = browser.new_context(viewport={"width": 1280, "height": 900})
-    yield ctx
-    ctx.close()
 
 
 def send_many(port: int, paths: list[str]) -> None:
@@ -99,12 +59,12 @@ def expect_paths(tab: Any, expected: list[str]) -> None:
 # ---- 1. paging through the whole history -----------------------------------------------
 
 def test_older_pages_reach_every_kept_exchange_and_newest_comes_back(
-    base: str, server: EchoServer, context: Any
+    base: str, live_server: EchoServer, context: Any
 ) -> None:
     from playwright.sync_api import expect
 
-    send_many(server.port, [f"/p/{i}" for i in range(ROWS + 30)])
-    tab, watch = watched(context)
+    send_many(live_server.port, [f"/p/{i}" for i in range(ROWS + 30)])
+    tab, watch = watched(context, handle_dialogs=False, timeout_ms=WAIT_MS)
     tab.goto(base + "/_/")
     paths = row_paths(tab)
     assert len(paths) == ROWS and paths[0] == f"/p/{ROWS + 29}" and paths[-1] == "/p/30"
@@ -112,7 +72,7 @@ def test_older_pages_reach_every_kept_exchange_and_newest_comes_back(
 
     # New arrivals push the oldest rows off the first page; "Older" follows
     # the rows shown now, so none of the pushed-off ones is skipped.
-    send_many(server.port, ["/new/1", "/new/2"])
+    send_many(live_server.port, ["/new/1", "/new/2"])
     expect(tab.locator("#rows tr td.path").first).to_have_text("/new/2", timeout=WAIT_MS)
     expect(tab.locator("#rows tr td.path").last).to_have_text("/p/32", timeout=WAIT_MS)
     tab.click("#older")
@@ -121,7 +81,7 @@ def test_older_pages_reach_every_kept_exchange_and_newest_comes_back(
     assert tab.locator("#older").count() == 0  # nothing older is kept
 
     # An older page stays still: the live refresh pauses there and says so.
-    send_many(server.port, ["/while-paged"])
+    send_many(live_server.port, ["/while-paged"])
     time.sleep(QUIET_SECONDS)
     assert row_paths(tab)[0] == "/p/31"
     assert "paused" in tab.locator("#live").inner_text()
@@ -129,16 +89,16 @@ def test_older_pages_reach_every_kept_exchange_and_newest_comes_back(
     tab.click("#newest")
     tab.wait_for_url(base + "/_/")
     expect(tab.locator("#rows tr td.path").first).to_have_text("/while-paged", timeout=WAIT_MS)
-    send_many(server.port, ["/live-again"])  # and live updates are back
+    send_many(live_server.port, ["/live-again"])  # and live updates are back
     expect(tab.locator("#rows tr td.path").first).to_have_text("/live-again", timeout=WAIT_MS)
     watch.assert_clean()
 
 
 def test_changing_a_filter_on_an_older_page_goes_back_to_the_live_first_page(
-    base: str, server: EchoServer, context: Any
+    base: str, live_server: EchoServer, context: Any
 ) -> None:
-    send_many(server.port, [f"/q/{i}" for i in range(ROWS + 3)] + ["/other"])
-    tab, watch = watched(context)
+    send_many(live_server.port, [f"/q/{i}" for i in range(ROWS + 3)] + ["/other"])
+    tab, watch = watched(context, handle_dialogs=False, timeout_ms=WAIT_MS)
     tab.goto(base + "/_/")
     tab.click("#older")
     tab.wait_for_url(re.compile(r"before="))
@@ -146,16 +106,16 @@ def test_changing_a_filter_on_an_older_page_goes_back_to_the_live_first_page(
     tab.fill("#f-q", "/other")
     expect_paths(tab, ["/other"])
     assert "before=" not in tab.url
-    send_many(server.port, ["/other/2"])
+    send_many(live_server.port, ["/other/2"])
     expect_paths(tab, ["/other/2", "/other"])
     watch.assert_clean()
 
 
 # ---- 2. clearing asks first --------------------------------------------------------------
 
-def test_clear_history_asks_and_dismissing_keeps_everything(base: str, server: EchoServer, context: Any) -> None:
-    send_many(server.port, ["/keep/1", "/keep/2", "/keep/3"])
-    tab, watch = watched(context)
+def test_clear_history_asks_and_dismissing_keeps_everything(base: str, live_server: EchoServer, context: Any) -> None:
+    send_many(live_server.port, ["/keep/1", "/keep/2", "/keep/3"])
+    tab, watch = watched(context, handle_dialogs=False, timeout_ms=WAIT_MS)
     deletes: list[str] = []
     tab.on("request", lambda r: deletes.append(r.url) if r.method == "DELETE" else None)
     tab.goto(base + "/_/")
@@ -171,33 +131,33 @@ def test_clear_history_asks_and_dismissing_keeps_everything(base: str, server: E
     time.sleep(QUIET_SECONDS)
     assert deletes == []
     assert row_paths(tab) == ["/keep/3", "/keep/2", "/keep/1"]
-    assert listed(server.port) == ["/keep/3", "/keep/2", "/keep/1"]
+    assert listed(live_server.port) == ["/keep/3", "/keep/2", "/keep/1"]
     watch.assert_clean()
 
 
-def test_clear_history_clears_once_accepted(base: str, server: EchoServer, context: Any) -> None:
-    send_many(server.port, ["/gone/1", "/gone/2"])
-    tab, watch = watched(context)
+def test_clear_history_clears_once_accepted(base: str, live_server: EchoServer, context: Any) -> None:
+    send_many(live_server.port, ["/gone/1", "/gone/2"])
+    tab, watch = watched(context, handle_dialogs=False, timeout_ms=WAIT_MS)
     tab.goto(base + "/_/")
     tab.once("dialog", lambda dialog: dialog.accept())
     tab.click("#clear")
     expect_paths(tab, [])
     assert tab.locator("#empty").is_visible()
-    assert listed(server.port) == []
-    send_many(server.port, ["/after-clear"])  # the list keeps going
+    assert listed(live_server.port) == []
+    send_many(live_server.port, ["/after-clear"])  # the list keeps going
     expect_paths(tab, ["/after-clear"])
     watch.assert_clean()
 
 
 # ---- 3. any method -------------------------------------------------------------------------
 
-def test_filtering_by_a_method_outside_the_common_ones(base: str, server: EchoServer, context: Any) -> None:
+def test_filtering_by_a_method_outside_the_common_ones(base: str, live_server: EchoServer, context: Any) -> None:
     from playwright.sync_api import expect
 
-    assert call(server.port, "PROPFIND", "/dav/a")[0] == 200
-    assert call(server.port, "GET", "/plain")[0] == 200
-    assert call(server.port, "PURGE", "/cache")[0] == 200
-    tab, watch = watched(context)
+    assert call(live_server.port, "PROPFIND", "/dav/a")[0] == 200
+    assert call(live_server.port, "GET", "/plain")[0] == 200
+    assert call(live_server.port, "PURGE", "/cache")[0] == 200
+    tab, watch = watched(context, handle_dialogs=False, timeout_ms=WAIT_MS)
     tab.goto(base + "/_/")
     expect_paths(tab, ["/cache", "/plain", "/dav/a"])
     assert "PROPFIND" in tab.locator("#methods option").evaluate_all("os => os.map(o => o.value)")
@@ -205,8 +165,8 @@ def test_filtering_by_a_method_outside_the_common_ones(base: str, server: EchoSe
     tab.fill("#f-method", "propfind")
     expect_paths(tab, ["/dav/a"])
     expect(tab).to_have_url(re.compile(r"[?&]method=PROPFIND(&|$)"), timeout=WAIT_MS)
-    assert call(server.port, "PROPFIND", "/dav/b")[0] == 200  # new ones arrive, filtered
-    assert call(server.port, "GET", "/plain/2")[0] == 200
+    assert call(live_server.port, "PROPFIND", "/dav/b")[0] == 200  # new ones arrive, filtered
+    assert call(live_server.port, "GET", "/plain/2")[0] == 200
     expect_paths(tab, ["/dav/b", "/dav/a"])
 
     tab.reload()  # the filtered address is a page of its own
@@ -227,14 +187,14 @@ def test_filtering_by_a_method_outside_the_common_ones(base: str, server: EchoSe
 
 # ---- 4. a phone-width screen ------------------------------------------------------------------
 
-def test_the_list_fits_a_400_pixel_wide_screen(base: str, server: EchoServer, browser: Any) -> None:
+def test_the_list_fits_a_400_pixel_wide_screen(base: str, live_server: EchoServer, browser: Any) -> None:
     ctx = browser.new_context(viewport={"width": 400, "height": 800})
     try:
-        tab, watch = watched(ctx)
+        tab, watch = watched(ctx, handle_dialogs=False, timeout_ms=WAIT_MS)
         long_path = "/api/v1/customers/12345/orders?include=items,payments&sort=-created_at"
-        assert call(server.port, "POST", long_path + "&_status=404", b"x" * 5000)[0] == 404
+        assert call(live_server.port, "POST", long_path + "&_status=404", b"x" * 5000)[0] == 404
         tab.goto(base + "/_/")
-        assert call(server.port, "PUT", "/live/row?_status=201", b"y" * 99)[0] == 201  # a row drawn live too
+        assert call(live_server.port, "PUT", "/live/row?_status=201", b"y" * 99)[0] == 201  # a row drawn live too
         expect_paths(tab, ["/live/row?_status=201", long_path + "&_status=404"])
         for row in tab.locator("#rows tr").all():
             for name in ("method", "path", "status"):
@@ -265,17 +225,17 @@ SHAPE = """row => {
 }"""
 
 
-def test_a_live_row_and_a_server_rendered_row_look_the_same(base: str, server: EchoServer, context: Any) -> None:
+def test_a_live_row_and_a_server_rendered_row_look_the_same(base: str, live_server: EchoServer, context: Any) -> None:
     from playwright.sync_api import expect
 
-    live_tab, watch = watched(context)
+    live_tab, watch = watched(context, handle_dialogs=False, timeout_ms=WAIT_MS)
     live_tab.goto(base + "/_/")
-    _, headers, _ = call(server.port, "POST", "/orders/7?x=1&_status=201", b"x" * 1234)
+    _, headers, _ = call(live_server.port, "POST", "/orders/7?x=1&_status=201", b"x" * 1234)
     exchange_id = headers["X-Echo-Id"]
     live_row = live_tab.locator(f"#rows tr[data-id='{exchange_id}']")
     expect(live_row).to_have_count(1, timeout=WAIT_MS)
 
-    rendered_tab, rendered_watch = watched(context)
+    rendered_tab, rendered_watch = watched(context, handle_dialogs=False, timeout_ms=WAIT_MS)
     rendered_tab.goto(base + "/_/")
     rendered_row = rendered_tab.locator(f"#rows tr[data-id='{exchange_id}']")
     assert live_row.evaluate(SHAPE) == rendered_row.evaluate(SHAPE)
@@ -292,15 +252,15 @@ def test_a_live_row_and_a_server_rendered_row_look_the_same(base: str, server: E
     rendered_watch.assert_clean()
 
 
-def test_a_live_row_from_another_day_shows_its_date(base: str, server: EchoServer, context: Any) -> None:
+def test_a_live_row_from_another_day_shows_its_date(base: str, live_server: EchoServer, context: Any) -> None:
     from playwright.sync_api import expect
 
-    tab, watch = watched(context)
+    tab, watch = watched(context, handle_dialogs=False, timeout_ms=WAIT_MS)
     # The browser's clock says it is tomorrow: today's exchanges are from another day.
     tomorrow = datetime.now(timezone.utc) + timedelta(days=1)
     tab.clock.set_fixed_time(tomorrow)
     tab.goto(base + "/_/")
-    _, headers, _ = call(server.port, "GET", "/yesterday")
+    _, headers, _ = call(live_server.port, "GET", "/yesterday")
     row = tab.locator(f"#rows tr[data-id='{headers['X-Echo-Id']}']")
     expect(row).to_have_count(1, timeout=WAIT_MS)
     shown = row.locator("td.time").inner_text()
@@ -323,7 +283,7 @@ def test_a_redis_outage_is_an_html_page_in_the_browser(
 
     ctx = browser.new_context()
     try:
-        tab, watch = watched(ctx)
+        tab, watch = watched(ctx, handle_dialogs=False, timeout_ms=WAIT_MS)
         response = tab.goto(server.url + "/_/")
         assert response is not None and response.status == 503
         assert response.headers["content-type"].startswith("text/html")

@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 
 from echo import create_app
-from echo.history import Health, Store, StoreError
+
+from support import FailingStore
 
 Headers = dict[str, str]
 
@@ -424,18 +425,6 @@ def test_a_custom_ui_prefix_moves_the_inspector(echo_server: Any) -> None:
 
 # ---- a failing store ----------------------------------------------------------------
 
-class FailingStore(Store):
-    """A store whose every call fails the way an unreachable Redis does."""
-
-    backend = "failing"
-
-    def _fail(self, *_: Any) -> Any:
-        raise StoreError("connection refused")
-
-    add = get = list = clear = count = _fail  # type: ignore[assignment]
-
-    def health(self) -> Health:
-        return Health(ok=False, backend=self.backend, detail="connection refused")
 
 
 @pytest.mark.parametrize(("method", "path"), [

@@ -14,25 +14,14 @@ import pytest
 from flask import Flask
 
 from echo import create_app
-from echo.history import Health, Store, StoreError
 from echo.model.factory import FACTORY_TIME, make_exchange, make_request, make_response
 from echo.web.inspector.pages import human_size
+
+from support import FailingStore
 
 ROWS = 200
 
 
-class FailingStore(Store):
-    """A store whose every call fails the way an unreachable Redis does."""
-
-    backend = "failing"
-
-    def _fail(self, *_: Any) -> Any:
-        raise StoreError("connection refused")
-
-    add = get = list = clear = count = _fail  # type: ignore[assignment]
-
-    def health(self) -> Health:
-        return Health(ok=False, backend=self.backend, detail="connection refused")
 
 
 def exchange_id(i: int) -> str:
