@@ -137,3 +137,5 @@ def test_the_route_table_has_one_row_per_pattern() -> None:
 
     patterns = [row.pattern for row in ROUTES]
     assert len(patterns) == len(set(patterns))
+    # Rows are found by their first segment, so it must be literal text.
+    assert all("{" not in pattern[1:].split("/", 1)[0] for pattern in patterns), patterns

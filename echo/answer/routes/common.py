@@ -13,8 +13,10 @@ from __future__ import annotations
 import base64
 import io
 import json
+from collections.abc import Callable
 from typing import Any
 
+import orjson
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.formparser import FormDataParser
 
@@ -29,6 +31,7 @@ ENV_HEADERS = frozenset(name.lower() for name in (
     "X-Forwarded-Protocol", "X-Forwarded-Ssl", "X-Heroku-Queue-Wait-Time", "X-Forwarded-For",
     "X-Heroku-Dynos-In-Use", "X-Forwarded-Port", "X-Request-Id", "Via", "Total-Route-Time", "Connect-Time",
 ))
+_JSONIFY = orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE
 # The most multipart parts parsed for `files`: the same bound as capture's default.
 MAX_PARTS = 1000
 
@@ -91,25 +94,31 @@ def files_of(record: RequestRecord) -> dict[str, Any]:
 
 
 def request_dict(record: RequestRecord, *keys: str) -> dict[str, Any]:
-    """httpbin's `get_dict(*keys)`: the named parts of the request, in httpbin's shapes."""
-    show_env = any(name == "show_env" for name, _ in record.args)
-    form = _is_form(record)
-    data = b"" if form else record.decoded
-    parts: dict[str, Any] = {
-        "url": record.url,
-        "args": semiflatten(record.args),
-        "form": semiflatten(record.form),
-        "data": json_safe(data),
-        "origin": origin_of(record),
-        "headers": headers_of(record, show_env),
-        "files": files_of(record) if "files" in keys else {},
-        "json": _json_or_none(data),
-        "method": record.method,
+    """httpbin's `get_dict(*keys)`: the named parts of the request, in httpbin's shapes.
+
+    Only the parts asked for are built: /get never reads the body."""
+    parts: dict[str, Callable[[], Any]] = {
+        "url": lambda: record.url,
+        "args": lambda: semiflatten(record.args),
+        "form": lambda: semiflatten(record.form),
+        "data": lambda: json_safe(_data(record)),
+        "origin": lambda: origin_of(record),
+        "headers": lambda: headers_of(record, any(name == "show_env" for name, _ in record.args)),
+        "files": lambda: files_of(record),
+        "json": lambda: _json_or_none(_data(record)),
+        "method": lambda: record.method,
     }
-    return {key: parts[key] for key in keys}
+    return {key: parts[key]() for key in keys}
+
+
+def _data(record: RequestRecord) -> bytes:
+    # httpbin's request.data: empty when werkzeug parsed the body as a form.
+    return b"" if _is_form(record) else record.decoded
 
 
 def _json_or_none(data: bytes) -> Any:
+    if not data:
+        return None
     try:
         return json.loads(data.decode("utf-8"))
     except (ValueError, RecursionError):
@@ -128,6 +137,13 @@ def body_answer(status: int, body: bytes, content_type: str, headers: Headers | 
 
 
 def json_answer(doc: Any, status: int = 200, headers: Headers | None = None) -> Answer:
-    """httpbin's jsonify: indented JSON with sorted keys and a final newline."""
-    body = (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode("utf-8")
+    """httpbin's jsonify: indented JSON with sorted keys and a final newline.
+
+    orjson writes it (the standard encoder took a quarter of a /get's time);
+    what orjson refuses (integers over 64 bits, lone surrogates) goes to the
+    standard encoder, as in the echo."""
+    try:
+        body = orjson.dumps(doc, option=_JSONIFY)
+    except TypeError:  # orjson.JSONEncodeError
+        body = (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode("utf-8")
     return body_answer(status, body, JSON_TYPE, headers)

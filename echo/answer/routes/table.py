@@ -58,7 +58,9 @@ def route(pattern: str, methods: frozenset[str] | set[str] | None = None) -> Cal
         allowed |= {"HEAD"}
 
     def register(handler: Handler) -> Handler:
-        ROUTES.append(Route(pattern, allowed, handler, _compile(pattern)))
+        row = Route(pattern, allowed, handler, _compile(pattern))
+        ROUTES.append(row)
+        _BY_SEGMENT.setdefault(_first_segment(pattern), []).append(row)
         return handler
 
     return register
@@ -70,9 +72,19 @@ class Found:
     params: dict[str, str]
 
 
+# Rows by the first segment of their pattern ("/status/{codes}" -> "status"),
+# so that finding a row tries the few that can match, not all fifty; every
+# pattern starts with a literal segment (a test keeps it so).
+_BY_SEGMENT: dict[str, list[Route]] = {}
+
+
+def _first_segment(path: str) -> str:
+    return path[1:].split("/", 1)[0]
+
+
 def find(path: str) -> Found | None:
     """The first row whose pattern matches the whole path (methods are checked by the caller)."""
-    for row in ROUTES:
+    for row in _BY_SEGMENT.get(_first_segment(path), ()):
         match = row.regex.fullmatch(path)
         if match:
             return Found(row, match.groupdict())
