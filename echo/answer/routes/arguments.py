@@ -20,7 +20,7 @@ from typing import Any
 from ...config import flag
 from ...model.records import RequestRecord
 from ..answer import Answer
-from .common import json_answer
+from .common import refused
 from .table import Handler, RouteLimits
 
 # Flask's IntegerConverter: unsigned ASCII digits only.
@@ -49,17 +49,12 @@ def refusing(handler: Handler) -> Handler:
 
 
 def bad(message: str, param: str, value: Any, status: int = 400) -> Refused:
-    return Refused(json_answer({"error": message, "param": param, "value": value}, status))
+    return Refused(refused(status, message, param=param, value=value))
 
 
 def over_limit(param: str, value: float, limit: float, setting: str) -> Refused:
-    return Refused(json_answer({
-        "error": f"{param} is over the limit of {limit:g}",
-        "param": param,
-        "value": value,
-        "limit": limit,
-        "setting": flag(setting),
-    }, 400))
+    return Refused(refused(400, f"{param} is over the limit of {limit:g}",
+                           param=param, value=value, limit=limit, setting=flag(setting)))
 
 
 def path_int(params: dict[str, str], name: str) -> int:

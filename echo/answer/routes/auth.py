@@ -22,9 +22,9 @@ from werkzeug.datastructures import Authorization
 
 from ...model.records import RequestRecord
 from ..answer import Answer, Headers
-from .common import json_answer
+from .common import json_answer, refused
 from .cookies import cookie_problem
-from .status import empty_answer, refused
+from .status import empty_answer
 from .table import RouteLimits, route
 
 REALM = "me@kennethreitz.com"  # httpbin's, which clients' tests expect

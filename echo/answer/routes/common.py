@@ -20,6 +20,7 @@ import orjson
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.formparser import FormDataParser
 
+from ...formats.documents import dumps, error_document
 from ...model.http import JSON_TYPE, SANDBOX_CSP, content_type_options
 from ...model.records import Pairs, RequestRecord
 from ..answer import Answer, Headers
@@ -134,6 +135,11 @@ def body_answer(status: int, body: bytes, content_type: str, headers: Headers | 
         ("Content-Security-Policy", SANDBOX_CSP),
         *(headers or []),
     ], body)
+
+
+def refused(status: int, message: str, **fields: Any) -> Answer:
+    """Echo's one error shape, {"error", ...}, from a route."""
+    return body_answer(status, dumps(error_document(message, **fields)) + b"\n", JSON_TYPE)
 
 
 def json_answer(doc: Any, status: int = 200, headers: Headers | None = None) -> Answer:

@@ -14,8 +14,8 @@ from ...model.http import TOKEN
 from ...model.records import Pairs, RequestRecord
 from ..answer import Answer
 from ..controls import ControlError, plan
-from .common import json_answer
-from .status import redirect_answer, refused
+from .common import json_answer, refused
+from .status import redirect_answer
 from .table import RouteLimits, route
 
 # Cookies httpbin's hosting added (analytics), left out of /cookies unless ?show_env.

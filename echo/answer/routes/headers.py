@@ -13,8 +13,8 @@ import json
 from ...model.http import JSON_TYPE
 from ...model.records import RequestRecord
 from ..answer import Answer, Headers
-from .common import body_answer
-from .status import header_problem, refused
+from .common import body_answer, refused
+from .status import header_problem
 from .table import RouteLimits, route
 
 

@@ -12,16 +12,14 @@ import json
 import math
 import random
 import re
-from typing import Any
 from urllib.parse import urlsplit
 
 from ...config import flag
-from ...formats.documents import dumps, error_document
 from ...model.http import HTML_TYPE, JSON_TYPE, TOKEN
 from ...model.records import RequestRecord
 from ..answer import Answer, Headers
 from ..controls import Chooser, ControlError, plan
-from .common import body_answer
+from .common import body_answer, refused
 from .table import ANY_METHOD, RouteLimits, route
 
 # httpbin's methods for /status and /redirect-to: all but OPTIONS (and HEAD, added with GET).
@@ -53,11 +51,6 @@ _TEAPOT = r'''
         `"""`
 '''
 _TEXT_TYPE = "text/plain; charset=utf-8"
-
-
-def refused(status: int, message: str, **fields: Any) -> Answer:
-    """Echo's one error shape, {"error", ...}, from a route."""
-    return body_answer(status, dumps(error_document(message, **fields)) + b"\n", JSON_TYPE)
 
 
 def over_limit(param: str, value: int, limit: int, setting: str) -> Answer:
