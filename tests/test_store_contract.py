@@ -102,6 +102,8 @@ def full_exchange() -> Exchange:
         errors=("invalid JSON: Expecting value", "second"),
         truncated=True,
         too_large=True,
+        bin="ci-job_7",
+        bin_path="/hooks/café",
     )
     response = ResponseRecord(
         status=599,
@@ -119,7 +121,8 @@ def full_exchange() -> Exchange:
         "delay": 0.25,
         "body": {"size": 9, "content_type": "application/octet-stream"},
     }
-    return Exchange(request=request, response=response, controls=controls, duration_ms=12.345678901234)
+    return Exchange(request=request, response=response, controls=controls, duration_ms=12.345678901234,
+                    rule={"name": "fails twice", "id": "r1", "step": 1})
 
 
 def ids_of(found: list[Exchange]) -> list[str]:
@@ -395,13 +398,15 @@ def exchanges(draw: st.DrawFn) -> Exchange:
         json=draw(_json), body=body, body_size=draw(st.integers(0)), body_sha256=draw(_text),
         content=draw(st.none() | st.binary(max_size=32)), content_encoding=draw(st.none() | _text),
         errors=tuple(draw(st.lists(_text, max_size=3))), truncated=draw(st.booleans()), too_large=draw(st.booleans()),
+        bin=draw(st.none() | _text), bin_path=draw(st.none() | _text),
     )
     response = ResponseRecord(
         status=draw(st.integers(100, 599)), headers=draw(_pairs), body=draw(st.none() | st.binary(max_size=32)),
         body_size=draw(st.integers(0)), body_sha256=draw(_text), content_type=draw(_text), truncated=draw(st.booleans()),
     )
     controls = draw(st.dictionaries(_text, _json, max_size=3))
-    return Exchange(request=request, response=response, controls=controls, duration_ms=draw(_finite))
+    rule = draw(st.none() | st.fixed_dictionaries({"name": _text, "id": _text, "step": st.integers(0, 99)}))
+    return Exchange(request=request, response=response, controls=controls, duration_ms=draw(_finite), rule=rule)
 
 
 class TestCodec:

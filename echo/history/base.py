@@ -11,6 +11,7 @@ import abc
 import re
 from dataclasses import dataclass
 
+from ..model.filter import Filter
 from ..model.records import Exchange
 
 STATUS_FILTER = re.compile(r"([1-5])(?:xx|XX)|([1-5]\d\d)")
@@ -28,8 +29,11 @@ class Query:
     status: int | None = None  # exact code
     status_class: int | None = None  # 4 for 4xx
     q: str | None = None  # case-insensitive text in path or query string
+    filter: Filter | None = None  # the `f=` filter language (section 9)
 
     def matches(self, exchange: Exchange) -> bool:
+        if self.filter is not None and not self.filter.matches(exchange):
+            return False
         request = exchange.request
         if self.method and request.method.upper() != self.method.upper():
             return False

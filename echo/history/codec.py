@@ -64,6 +64,8 @@ def exchange_to_bytes(exchange: Exchange) -> bytes:
             "errors": list(request.errors),
             "truncated": request.truncated,
             "too_large": request.too_large,
+            "bin": request.bin,
+            "bin_path": request.bin_path,
         },
         "response": {
             "status": response.status,
@@ -76,6 +78,7 @@ def exchange_to_bytes(exchange: Exchange) -> bytes:
         },
         "controls": dict(exchange.controls),
         "duration_ms": exchange.duration_ms,
+        "rule": None if exchange.rule is None else dict(exchange.rule),
     }
     try:
         return json.dumps(doc, separators=(",", ":")).encode("ascii")
@@ -107,6 +110,8 @@ def exchange_from_bytes(data: bytes) -> Exchange:
             response=ResponseRecord(**resp),
             controls=doc["controls"],
             duration_ms=doc["duration_ms"],
+            # Written by versions before bins and rules: absent means none.
+            rule=doc.get("rule"),
         )
     except CodecError:
         raise

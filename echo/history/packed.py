@@ -51,7 +51,7 @@ def pack(exchange: Exchange) -> Packed | Exchange:
             request.truncated, request.too_large,
             response.status, response.headers, response.body_size, response.body_sha256,
             response.content_type, response.truncated,
-            exchange.duration_ms,
+            exchange.duration_ms, request.bin, request.bin_path, exchange.rule,
         ))
     except TypeError:  # orjson.JSONEncodeError: an int over 64 bits, a lone surrogate
         return exchange
@@ -64,19 +64,20 @@ def unpack(kept: Packed | Exchange) -> Exchange:
     (started, method, url, path, query_string, http_version, remote_addr, args, headers, cookies, form, files,
      body_size, body_sha256, content_encoding, errors, truncated, too_large,
      status, response_headers, response_size, response_sha256, content_type, response_truncated,
-     duration_ms) = orjson.loads(kept.fields)
+     duration_ms, bin_name, bin_path, rule) = orjson.loads(kept.fields)
     request = RequestRecord(
         id=kept.id, started=started, method=method, url=url, path=path, query_string=query_string,
         http_version=http_version, remote_addr=remote_addr, args=_pairs(args), headers=_pairs(headers),
         cookies=_pairs(cookies), form=_pairs(form), files=tuple(FileInfo(*info) for info in files),
         json=kept.json, body=kept.body, body_size=body_size, body_sha256=body_sha256, content=kept.content,
         content_encoding=content_encoding, errors=tuple(errors), truncated=truncated, too_large=too_large,
+        bin=bin_name, bin_path=bin_path,
     )
     response = ResponseRecord(
         status=status, headers=_pairs(response_headers), body=kept.response_body, body_size=response_size,
         body_sha256=response_sha256, content_type=content_type, truncated=response_truncated,
     )
-    return Exchange(request=request, response=response, controls=kept.controls, duration_ms=duration_ms)
+    return Exchange(request=request, response=response, controls=kept.controls, duration_ms=duration_ms, rule=rule)
 
 
 def _pairs(items: list[list[str]]) -> Pairs:

@@ -69,6 +69,7 @@ def make_exchange(
     *,
     controls: dict[str, Any] | None = None,
     duration_ms: float = 1.5,
+    rule: dict[str, Any] | None = None,
     **request_fields: Any,
 ) -> Exchange:
     """An exchange of `request` (or one made from `request_fields`) and `response`."""
@@ -76,4 +77,4 @@ def make_exchange(
     response = response or make_response(headers=(("Content-Type", "application/json"), ("X-Echo-Id", request.id)))
     if controls is None:
         controls = {"status": response.status, "headers": [], "cookies": [], "delay": 0}
-    return Exchange(request=request, response=response, controls=controls, duration_ms=duration_ms)
+    return Exchange(request=request, response=response, controls=controls, duration_ms=duration_ms, rule=rule)

@@ -94,6 +94,8 @@ class RequestRecord:
     errors: tuple[str, ...]
     truncated: bool = False
     too_large: bool = False
+    bin: str | None = None  # the bin of /b/{bin}/... or X-Echo-Bin (section 9)
+    bin_path: str | None = None  # the path below /b/{bin} ("/" when nothing follows)
 
     @property
     def decoded(self) -> bytes:
@@ -144,6 +146,7 @@ class Exchange:
     response: ResponseRecord
     controls: Mapping[str, Any]  # the `controls` of the echo document: what was applied
     duration_ms: float
+    rule: Mapping[str, Any] | None = None  # {"name", "id", "step"} of the rule that answered, if one did
 
     @property
     def id(self) -> str:

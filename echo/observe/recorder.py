@@ -97,11 +97,10 @@ class Recorder:
         # `kept_json` (records.JSON_FROM_BODY), not the parsed value.
         if not changes_req and not changes_resp:
             return exchange
-        return Exchange(
+        return dataclasses.replace(
+            exchange,
             request=dataclasses.replace(request, **changes_req) if changes_req else request,
             response=dataclasses.replace(response, **changes_resp) if changes_resp else response,
-            controls=exchange.controls,
-            duration_ms=exchange.duration_ms,
         )
 
     def _add(self, exchange: Exchange) -> None:
