@@ -11,6 +11,7 @@ from werkzeug.datastructures import MultiDict
 from ...formats.documents import dumps, error_document
 from ...history import DEFAULT_PAGE, Query
 from ...history.base import STATUS_FILTER
+from ...model.filter import Filter, FilterError, parse
 from ...model.http import is_token
 from ...model.records import ID_LENGTH, ID_PATTERN, Exchange
 from ..services import services
@@ -85,7 +86,22 @@ def parse_query(args: MultiDict[str, str], default_limit: int = DEFAULT_PAGE) ->
     if method is not None and not is_token(method):
         return bad_param("method", method, METHOD_MESSAGE)
     q = args.get("q") or None
-    return Query(limit=limit, before=before, method=method, status=status, status_class=status_class, q=q)
+    found = parse_filter(args)
+    if isinstance(found, Response):
+        return found
+    return Query(limit=limit, before=before, method=method, status=status, status_class=status_class, q=q,
+                 filter=found)
+
+
+def parse_filter(args: MultiDict[str, str]) -> Filter | None | Response:
+    """The `f` parameter parsed (None when absent or blank), or a 400 that points at the fault."""
+    text = args.get("f", "")
+    if not text.strip():
+        return None
+    try:
+        return parse(text)
+    except FilterError as exc:
+        return api_error(400, f"bad filter: {exc.message}", param="f", value=text, position=exc.position)
 
 
 def find_exchange(exchange_id: str) -> Exchange | None:
