@@ -26,6 +26,7 @@ from .config import Settings, load_settings
 from .formats.render import highlight_html
 from .history import StoreOptions, make_store
 from .model.records import RequestRecord
+from .observe.arrivals import Arrivals
 from .observe.logs import AccessLog
 from .observe.metrics import Metrics
 from .observe.recorder import Recorder
@@ -73,8 +74,10 @@ def create_app(config: Mapping[str, Any] | Settings | None = None, environ: Mapp
     sinks: list[Any] = [metrics]
     if settings.log != "off":
         sinks.append(AccessLog(settings.log, redact=settings.redact))
+    arrivals = Arrivals()
     recorder = Recorder(
-        store, settings.history, settings.keep_body, settings.redact, tuple(sinks), ui_auth=settings.ui_auth
+        store, settings.history, settings.keep_body, settings.redact, tuple(sinks), ui_auth=settings.ui_auth,
+        arrivals=arrivals,
     )
     found = Services(
         store=store,
@@ -82,8 +85,11 @@ def create_app(config: Mapping[str, Any] | Settings | None = None, environ: Mapp
         metrics=metrics,
         held=HeldBudget(settings.held_limit),
         options=InspectorOptions(
-            prefix=prefix, ui_auth=settings.ui_auth, history=settings.history, metrics=not settings.no_metrics
+            prefix=prefix, ui_auth=settings.ui_auth, history=settings.history, metrics=not settings.no_metrics,
+            max_wait=settings.max_wait,
         ),
+        waiters=HeldBudget(settings.waiter_limit),
+        arrivals=arrivals,
     )
     app.extensions[EXTENSION] = found
 

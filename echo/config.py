@@ -77,6 +77,10 @@ CHANNEL_TIMEOUT_SECONDS = 30
 # bound for /stream, and far more redirects than any client follows (requests: 30).
 MAX_HTTPBIN_N = 100
 
+# The longest a history wait may ask for: longer than any test waits for a
+# webhook, short enough that a forgotten wait gives its worker back soon.
+MAX_WAIT_SECONDS = 30.0
+
 LOG_FORMATS = ("text", "json", "pretty", "off")
 
 
@@ -111,6 +115,13 @@ def _seconds(raw: str) -> float:
 
 def _held(raw: str) -> int | None:
     # "auto" (the default) is --threads minus 2, at least 1: see Settings.held_limit.
+    if str(raw).strip().lower() == "auto":
+        return None
+    return _int(0, 1024)(raw)
+
+
+def _waiters(raw: str) -> int | None:
+    # "auto" (the default) is half of --threads, within --max-held: see Settings.waiter_limit.
     if str(raw).strip().lower() == "auto":
         return None
     return _int(0, 1024)(raw)
@@ -249,6 +260,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("keep_body", _int(0), KEEP_BODY_BYTES, "request/response body bytes kept per exchange in history", "BYTES"),
     Setting("max_header", _int(1024), MAX_HEADER_BYTES, "largest request line plus headers; larger ones get 431", "BYTES"),
     Setting("max_delay", _seconds, MAX_DELAY_SECONDS, "largest _delay a caller may ask for", "SECONDS"),
+    Setting("max_wait", _seconds, MAX_WAIT_SECONDS, "largest timeout a history wait (<prefix>api/exchanges/wait) may ask for", "SECONDS"),
+    Setting("max_waiters", _waiters, None, "history waits held at once, each taking one of --max-held too; one more gets 503 with Retry-After; at most --max-held; auto is half of --threads, at least 1, within --max-held", "N"),
     Setting("max_json_depth", _int(1, 10_000), MAX_JSON_DEPTH, "deepest JSON body echoed back as `json`", "N"),
     Setting("max_json_values", _int(1), MAX_JSON_VALUES, "most values in a JSON body echoed back as `json`", "N"),
     Setting("max_form_parts", _int(1), MAX_FORM_PARTS, "most query parameters, form fields and multipart parts parsed into args/form/files", "N"),
@@ -298,6 +311,8 @@ class Settings:
     keep_body: int = _default("keep_body")
     max_header: int = _default("max_header")
     max_delay: float = _default("max_delay")
+    max_wait: float = _default("max_wait")
+    max_waiters: int | None = _default("max_waiters")
     max_json_depth: int = _default("max_json_depth")
     max_json_values: int = _default("max_json_values")
     max_form_parts: int = _default("max_form_parts")
@@ -318,6 +333,13 @@ class Settings:
         if self.max_held is not None:
             return self.max_held
         return max(1, self.threads - 2)
+
+    @property
+    def waiter_limit(self) -> int:
+        """--max-waiters, or by default half of the workers, and never more than --max-held."""
+        if self.max_waiters is not None:
+            return self.max_waiters
+        return min(max(1, self.threads // 2), self.held_limit)
 
     @property
     def runtime_path(self) -> str | None:
@@ -351,6 +373,7 @@ def load_settings(
         where[name] = setting.flag
     settings = Settings(**values)
     _check_held(settings, where.get("max_held", "--max-held"))
+    _check_waiters(settings, where.get("max_waiters", "--max-waiters"))
     return settings
 
 
@@ -362,6 +385,14 @@ def _check_held(settings: Settings, where: str) -> None:
     if settings.max_held is not None and settings.max_held > most:
         raise ConfigError(f"{where}: {settings.max_held} holders leave no worker free for the others: "
                           f"must be at most --threads minus 1 ({most})")
+
+
+def _check_waiters(settings: Settings, where: str) -> None:
+    # A wait holds its worker like a delay and takes a --max-held slot as well,
+    # so more waiters than held slots could never all be served.
+    if settings.max_waiters is not None and settings.max_waiters > settings.held_limit:
+        raise ConfigError(f"{where}: {settings.max_waiters} waiters do not fit in --max-held "
+                          f"({settings.held_limit}): must be at most that")
 
 
 def _convert(setting: Setting, raw: Any, where: str) -> Any:

@@ -18,6 +18,7 @@ from typing import Any
 from ..history import Store, StoreError
 from ..model.records import Exchange, Pairs
 from ..model.redact import REDACTED, hide_credentials, redact_pairs
+from .arrivals import Arrivals
 
 log = logging.getLogger("echo")
 
@@ -34,6 +35,7 @@ class Recorder:
         redact: tuple[str, ...],
         sinks: tuple[Callable[[Exchange], None], ...] = (),
         ui_auth: str = "",
+        arrivals: Arrivals | None = None,
     ) -> None:
         self.store = store
         self.enabled = history > 0
@@ -41,6 +43,7 @@ class Recorder:
         self.redact = frozenset(name.lower() for name in redact)
         self.sinks = sinks  # access log, metrics: they see the exchange as sent
         self.ui_auth = ui_auth  # the inspector's own credentials, never kept when a browser sends them along
+        self.arrivals = arrivals  # told after each exchange the store kept, for history waits
         self._lock = threading.Lock()
         self._failing_since: float | None = None
         self._last_try = 0.0
@@ -122,6 +125,8 @@ class Recorder:
                     self._failing_since = now
                     log.error("history store failing, exchanges are not being recorded: %s", exc)
             return
+        if self.arrivals is not None:
+            self.arrivals.notify()
         if self._failing_since is not None:
             with self._lock:
                 if self._failing_since is not None:

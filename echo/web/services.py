@@ -8,13 +8,14 @@ at request time.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from flask import Flask, current_app
 
 from ..answer.held import HeldBudget
 from ..history import Store
+from ..observe.arrivals import Arrivals
 from ..observe.metrics import Metrics
 from ..observe.recorder import Recorder
 
@@ -29,6 +30,7 @@ class InspectorOptions:
     ui_auth: str = ""
     history: int = 1000
     metrics: bool = True
+    max_wait: float = 30.0  # --max-wait: the longest timeout a history wait may ask for
 
 
 @dataclass
@@ -42,6 +44,10 @@ class Services:
     metrics: Metrics
     held: HeldBudget  # workers held waiting (delays now; waits and streams later), ended by the CLI on stop
     options: InspectorOptions
+    # History waits: at most --max-waiters at once (each also takes a `held` slot),
+    # woken by the recorder through `arrivals`.
+    waiters: HeldBudget = field(default_factory=lambda: HeldBudget(0))
+    arrivals: Arrivals = field(default_factory=Arrivals)
     echo: Any = None  # the echo's WSGI handler, set once it is built
 
 
