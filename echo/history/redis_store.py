@@ -331,7 +331,8 @@ class RedisStore(Store):
             cursor = reply[0]
             for i in range(1, len(reply) - 1, 2):
                 exchange = self._decode(reply[i], reply[i + 1])
-                if exchange is not None:
+                # The script filters what it can read without decoding; the filter language here.
+                if exchange is not None and (query.filter is None or query.filter.matches(exchange)):
                     found.append(exchange)
             if not cursor:
                 break
