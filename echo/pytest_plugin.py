@@ -1,6 +1,15 @@
 """The pytest plugin `echo-server` installs (entry point `pytest11`, name `echo`).
 
-It offers `httpbin`, a drop-in for pytest-httpbin's fixture of that name: one
+`echo_server` (per session) is an `echo.client.EchoClient` for an Echo: the
+running one that `--echo-url URL` or the `ECHO_URL` variable names (a CI
+service container, say; `ECHO_UI_PREFIX` and `ECHO_UI_AUTH` there say how to
+reach its inspector), or else one served in a thread of the test process, as
+below but without httpbin mode. `echo` (per test) is a fresh `Bin` of it, its
+exchanges cleared after the test: tests never see each other's requests, even
+on one shared server. `echo.assert_received(...)` and `echo.wait_for(...)`
+raise AssertionError listing the near misses, which pytest's report shows.
+
+It also offers `httpbin`, a drop-in for pytest-httpbin's fixture of that name: one
 Echo per test session, in httpbin mode, served by waitress in a daemon thread
 of the test process on a free 127.0.0.1 port, with the access log off and
 history in memory. `httpbin.url`, `.host`, `.port`, `.join(path)`,
@@ -16,13 +25,17 @@ when the fixture is first set up.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urljoin
 
 import pytest
+
+if TYPE_CHECKING:
+    from .client import Bin, EchoClient
 
 # The settings of the fixture's server: what the SPEC names (httpbin mode, no
 # access log in the test output, history in memory). ECHO_* variables are not
@@ -39,6 +52,8 @@ SETTINGS: dict[str, Any] = {
 # threads get as long again to finish before the session goes on.
 STOP_SECONDS = 2.0
 THREAD_NAME = "echo-httpbin"
+# The variable that names a running Echo for `echo_server`, as --echo-url does.
+URL_VARIABLE = "ECHO_URL"
 
 
 class EchoHttpbin:
@@ -117,6 +132,38 @@ class EchoHttpbin:
         self._server.task_dispatcher.shutdown(cancel_pending=True, timeout=STOP_SECONDS)
         self._server.close()
         self._services.store.close()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--echo-url", default=None, metavar="URL",
+        help=f"a running Echo for the echo_server and echo fixtures (or ${URL_VARIABLE}); "
+             "without either, one is started in the test process",
+    )
+
+
+@pytest.fixture(scope="session")
+def echo_server(request: pytest.FixtureRequest) -> Iterator[EchoClient]:
+    """A client of the Echo named by --echo-url / ECHO_URL, or of one started for the session."""
+    from .client import EchoClient
+
+    url = request.config.getoption("echo_url") or os.environ.get(URL_VARIABLE, "")
+    if url:
+        user, _, password = os.environ.get("ECHO_UI_AUTH", "").partition(":")
+        yield EchoClient(url, auth=(user, password) if user else None,
+                         ui_prefix=os.environ.get("ECHO_UI_PREFIX", "/_/"))
+        return
+    # Every path echoed, so /b/{bin}/... is a bin and no httpbin route answers instead.
+    with EchoHttpbin({"httpbin": False}) as server:
+        yield EchoClient(server.url)
+
+
+@pytest.fixture
+def echo(echo_server: EchoClient) -> Iterator[Bin]:
+    """A fresh bin of `echo_server` for one test, cleared after it."""
+    found = echo_server.new_bin()
+    yield found
+    found.clear()
 
 
 @pytest.fixture(scope="session")
