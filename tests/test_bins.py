@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import shutil
+import subprocess
 import threading
 import urllib.request
 import uuid
@@ -29,7 +32,7 @@ from echo.history.redis_store import RedisStore
 from echo.model.factory import make_exchange, make_request, make_response
 from echo.model.records import Exchange, IdSource
 
-from support import EchoServer, RedisServer, call, fetch, start_echo
+from support import ROOT, EchoServer, RedisServer, call, fetch, need, start_echo
 
 NAME_64 = "a" * 64
 NAME_65 = "a" * 65
@@ -418,3 +421,24 @@ def test_httpbin_redirects_under_a_bin_stay_in_the_bin(httpbin: EchoServer) -> N
     # /redirect-to sends the caller's own url as given.
     status, headers, _ = call(httpbin.port, "GET", f"/b/{name}/redirect-to?url=/elsewhere")
     assert status == 302 and headers["Location"] == "/elsewhere"
+
+
+# ---- the README's example -----------------------------------------------------------------
+
+def test_the_readme_bins_example_runs(shared: EchoServer) -> None:
+    need("curl", shutil.which("curl") is not None, "curl")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Bins: one part of the history per test job", 1)[1]
+    match = re.search(r"```sh\n(.*?)```", section, re.DOTALL)
+    assert match is not None
+    script = match.group(1).replace("http://127.0.0.1:8080", shared.url)
+    call(shared.port, "GET", "/b/job-18/hooks/order")  # another job's: it stays
+    lines = [line for line in script.splitlines() if line.startswith("curl ")]
+    outputs = [subprocess.run(["bash", "-c", line], capture_output=True, text=True, timeout=30, check=True).stdout
+               for line in lines]
+    sent = [json.loads(outputs[0]), json.loads(outputs[1])]
+    assert [(doc["bin"], doc["bin_path"]) for doc in sent] == [("job-17", "/hooks/order"), ("job-17", "/hooks/ping")]
+    assert [x["id"] for x in json.loads(outputs[2])["exchanges"]] == [sent[1]["id"], sent[0]["id"]]
+    assert outputs[3] == ""
+    assert api_list(shared.port, "f=bin:job-17") == []
+    assert [x["request"]["path"] for x in api_list(shared.port, "f=bin:job-18")] == ["/b/job-18/hooks/order"]
