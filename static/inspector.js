@@ -57,6 +57,11 @@
     td.appendChild(a);
   }
 
+  // A bin's own view: the list filtered by bin:NAME (as the served rows link it).
+  function binView(name) {
+    return prefix + "?f=" + encodeURIComponent("bin:" + name);
+  }
+
   function size(cls, what, arrow, bytes) {
     var span = document.createElement("span");
     span.className = cls;
@@ -78,6 +83,14 @@
     link(cell(tr, "", "time"), x.id, time);
     cell(tr, req.method, "method");
     link(cell(tr, "", "path"), x.id, document.createTextNode(req.path + (req.query_string ? "?" + req.query_string : "")));
+    var bin = cell(tr, "", "bin");
+    if (req.bin) {
+      var a = document.createElement("a");
+      a.href = binView(req.bin);
+      a.title = "only this bin's exchanges";
+      a.textContent = req.bin;
+      bin.appendChild(a);
+    }
     cell(tr, String(x.response.status), "status s" + Math.floor(x.response.status / 100) + "xx");
     cell(tr, duration(x.duration_ms), "num duration");
     var sizes = cell(tr, "", "num size");
@@ -99,6 +112,8 @@
     // top would push its rows away while they are read. "Newest" goes live again.
     var paged = rows.getAttribute("data-paged") === "1";
     var pageLimit = new URLSearchParams(location.search).get("limit");
+    // The page's filter-language filter (f=, e.g. a bin's view): live rows keep to it.
+    var pageFilter = new URLSearchParams(location.search).get("f");
     // The method the list is filtered by: the typed one once it is a token.
     var typed = methodInput.value.trim().toUpperCase();
     var method = TOKEN.test(typed) ? typed : "";
@@ -118,6 +133,7 @@
       if (status) params.set("status", status);
       if (q) params.set("q", q);
       if (pageLimit) params.set("limit", pageLimit);
+      if (pageFilter) params.set("f", pageFilter);
       return params;
     }
 
@@ -249,10 +265,15 @@
       typing = setTimeout(filtersChanged, TYPING_MS);
     });
     document.getElementById("clear").addEventListener("click", function () {
+      // In a bin's view the button clears that bin alone.
+      var bin = this.getAttribute("data-bin");
       // One click must not wipe what a whole team's test run recorded.
-      if (!window.confirm("Clear the history? Every kept exchange is deleted, for everyone using this Echo.")) return;
+      var question = bin
+        ? "Clear bin \u201c" + bin + "\u201d? Its exchanges are deleted; the rest of the history stays."
+        : "Clear the history? Every kept exchange is deleted, for everyone using this Echo.";
+      if (!window.confirm(question)) return;
       generation += 1;
-      fetch(prefix + "api/exchanges", { method: "DELETE" })
+      fetch(prefix + "api/exchanges" + (bin ? "?bin=" + encodeURIComponent(bin) : ""), { method: "DELETE" })
         .then(function (r) {
           if (!r.ok) throw new Error("HTTP " + r.status);
           rows.replaceChildren();
@@ -260,7 +281,7 @@
           setOlder(null);
           backToNewest();
           schedule();
-          live.textContent = "history cleared";
+          live.textContent = bin ? "bin cleared" : "history cleared";
           live.className = "muted";
         })
         .catch(function (err) {

@@ -283,7 +283,7 @@ def test_echo_document_has_every_contract_field() -> None:
     record = record_of(method="POST", path="/p", query_string="a=1", data=b"x")
     doc = echo_document(record, {"status": 200, "headers": [], "cookies": [], "delay": 0})
     assert list(doc) == [
-        "id", "time", "method", "url", "path", "query_string", "http_version", "remote_addr", "args", "headers",
-        "cookies", "form", "files", "json", "body", "errors", "controls",
+        "id", "time", "method", "url", "path", "bin", "bin_path", "query_string", "http_version", "remote_addr",
+        "args", "headers", "cookies", "form", "files", "json", "body", "errors", "controls",
     ]
     assert doc["time"].endswith("Z") and len(doc["time"]) == 24

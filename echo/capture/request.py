@@ -27,6 +27,7 @@ from werkzeug.sansio.http import parse_cookie
 from werkzeug.wsgi import get_input_stream
 
 from ..config import MAX_BODY_BYTES, MAX_FORM_PARTS, MAX_JSON_DEPTH, MAX_JSON_VALUES, flag
+from ..model.filter import BIN_PATTERN
 from ..model.http import codec_name, decode_text, escape_target, is_json_type
 from ..model.records import FileInfo, IdSource, Pairs, ParsedJSON, RequestRecord
 
@@ -66,6 +67,7 @@ def capture(environ: dict[str, Any], limits: CaptureLimits, ids: IdSource) -> Re
     path = _utf8(environ.get("PATH_INFO", "").encode("latin-1", "replace"), "path", errors)
     query_string = raw_query.decode("utf-8", "replace")
     headers = _headers(environ, errors)
+    bin_name, bin_path = bin_of(path, environ.get(BIN_HEADER_KEY))
     args = _pairs(raw_query, "query", errors, limits.max_form_parts)
     if len(args) > limits.max_form_parts:
         # 64 KiB of "a&a&..." is 30,000 pairs, 2 MiB as Python objects, kept
@@ -127,7 +129,33 @@ def capture(environ: dict[str, Any], limits: CaptureLimits, ids: IdSource) -> Re
         content_encoding=encoding_header or None,
         errors=tuple(errors),
         too_large=too_large,
+        bin=bin_name,
+        bin_path=bin_path,
     )
+
+
+# Section 9's bins: /b/{bin}/... on the path, or this header on any path.
+BIN_PATH_PREFIX = "/b/"
+BIN_HEADER = "X-Echo-Bin"
+BIN_HEADER_KEY = "HTTP_X_ECHO_BIN"
+
+
+def bin_of(path: str, header: str | None) -> tuple[str | None, str | None]:
+    """(bin, bin_path) of a request, or (None, None) when it is in no bin.
+
+    A path bin wins over the header here; the echo refuses a request whose
+    header names another bin (or no valid one) before answering it. A path
+    that starts with /b/ but holds no valid name (/b/, /b/../x, 65 characters)
+    is an ordinary path.
+    """
+    # Most paths are in no bin: one startswith, no regex, decides that.
+    if path.startswith(BIN_PATH_PREFIX):
+        name, slash, rest = path[3:].partition("/")
+        if BIN_PATTERN.fullmatch(name):
+            return name, (slash + rest) or "/"
+    if header is not None and BIN_PATTERN.fullmatch(header):
+        return header, path
+    return None, None
 
 
 def _cookies(environ: dict[str, Any]) -> Pairs:

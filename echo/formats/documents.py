@@ -122,6 +122,9 @@ def request_document(record: RequestRecord) -> dict[str, Any]:
         "method": record.method,
         "url": record.url,
         "path": record.path,
+        # Always present, null outside a bin: clients read them without a key check.
+        "bin": record.bin,
+        "bin_path": record.bin_path,
         "query_string": record.query_string,
         "http_version": record.http_version,
         "remote_addr": record.remote_addr,

@@ -118,7 +118,7 @@ def har_entry(exchange: Exchange) -> dict[str, Any]:
         request["postData"] = _post_data(exchange, doc["body"])
     resp = exchange.response
     duration = round(max(exchange.duration_ms, 0.0), 3)
-    return {
+    entry: dict[str, Any] = {
         "startedDateTime": iso_time(req.started),
         "time": duration,
         "request": request,
@@ -140,6 +140,11 @@ def har_entry(exchange: Exchange) -> dict[str, Any]:
         "_id": exchange.id,
         "_remoteAddr": req.remote_addr,
     }
+    if req.bin is not None:
+        # HAR's custom fields start with "_"; entries outside a bin stay as before.
+        entry["_bin"] = req.bin
+        entry["_binPath"] = req.bin_path
+    return entry
 
 
 def _log_header() -> dict[str, Any]:

@@ -78,8 +78,11 @@ class Store(abc.ABC):
         """Up to query.limit exchanges, newest first, matching the query."""
 
     @abc.abstractmethod
-    def clear(self) -> None:
-        """Forget every exchange."""
+    def clear(self, bin: str | None = None) -> None:
+        """Forget every exchange, or with `bin` only those of that bin (section 9).
+
+        A bin's clear forgets what the bin held when the clear began; exchanges
+        outside it keep their ids, order and place under the bound."""
 
     @abc.abstractmethod
     def count(self) -> int:

@@ -63,10 +63,23 @@ class MemoryStore(Store):
                     break
         return found
 
-    def clear(self) -> None:
+    def clear(self, bin: str | None = None) -> None:
+        if bin is None:
+            with self._lock:
+                self._ids.clear()
+                self._items.clear()
+            return
+        # Kept exchanges are packed: finding a bin's means unpacking each, which
+        # happens outside the lock so that the echo's adds never wait on it.
         with self._lock:
-            self._ids.clear()
-            self._items.clear()
+            kept = [(exchange_id, self._items[exchange_id]) for exchange_id in self._ids]
+        doomed = {exchange_id for exchange_id, item in kept if unpack(item).request.bin == bin}
+        if not doomed:
+            return
+        with self._lock:
+            for exchange_id in doomed:
+                self._items.pop(exchange_id, None)
+            self._ids = [exchange_id for exchange_id in self._ids if exchange_id not in doomed]
 
     def count(self) -> int:
         return len(self._ids)

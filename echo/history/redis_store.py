@@ -10,7 +10,8 @@ Key layout, for `--store-prefix P` (default ``echo``):
 * ``P:x:<id>`` - a hash per exchange: ``d`` the encoded exchange (`codec`),
   and the few fields the list filters look at (``m`` method, ``s`` status,
   ``p``/``q`` path and query string, lowercased) so a filtered page is chosen
-  inside Redis without shipping the bodies of exchanges it skips.
+  inside Redis without shipping the bodies of exchanges it skips; ``b`` is
+  the exchange's bin ('' when none), which a bin's clear looks at.
 
 Every operation is one Lua script (or one plain command), so it is atomic
 across replicas: an add inserts, expires and trims to `--history` in one step
@@ -108,7 +109,7 @@ end
 """
 
 # KEYS: index, exchange key. ARGV: prefix, ttl_ms, expire batch, id, limit,
-# encoded exchange, method, status, path, query.
+# encoded exchange, method, status, path, query, bin.
 # Only adds and clears write: reads keep working on a read-only replica and
 # when Redis refuses writes (maxmemory reached).
 _LUA_ADD = _LUA_COMMON + """
@@ -119,7 +120,7 @@ if from ~= '-' then
   if #old > 0 then forget(old, 1, 1, true) end
 end
 redis.call('ZADD', index, 0, ARGV[4])
-redis.call('HSET', KEYS[2], 'd', ARGV[6], 'm', ARGV[7], 's', ARGV[8], 'p', ARGV[9], 'q', ARGV[10])
+redis.call('HSET', KEYS[2], 'd', ARGV[6], 'm', ARGV[7], 's', ARGV[8], 'p', ARGV[9], 'q', ARGV[10], 'b', ARGV[11])
 if ttl_ms > 0 then
   redis.call('PEXPIRE', KEYS[2], ttl_ms)
   -- Every id in the index arrived before this one: once this expires, so has
@@ -207,6 +208,24 @@ redis.call('DEL', index)
 return total
 """
 
+# KEYS: index. ARGV: prefix, ttl_ms, expire batch, lower bound ('-' or '(id'),
+# upper bound ('[id'), bin, scan budget. Forgets the bin's exchanges among the
+# next `budget` ids in the range, oldest first; returns {cursor, forgotten},
+# cursor the last id looked at when more may follow, '' when the range is done.
+_LUA_CLEAR_BIN = _LUA_COMMON + """
+local budget = tonumber(ARGV[7])
+local ids = redis.call('ZRANGEBYLEX', index, ARGV[4], ARGV[5], 'LIMIT', 0, budget)
+local doomed = {}
+for _, id in ipairs(ids) do
+  -- An expired or foreign entry has no 'b' (false): it is not in the bin.
+  if redis.call('HGET', xprefix .. id, 'b') == ARGV[6] then doomed[#doomed + 1] = id end
+end
+if #doomed > 0 then forget(doomed, 1, 1, true) end
+local cursor = ''
+if #ids == budget then cursor = ids[#ids] end
+return {cursor, #doomed}
+"""
+
 
 # What Redis (and redis-py) say when a URL carries no password, or the wrong one.
 _NO_PASSWORD = ("noauth", "hello must be called", "authentication required")
@@ -268,6 +287,7 @@ class RedisStore(Store):
         self._page = self._client.register_script(_LUA_PAGE)
         self._count = self._client.register_script(_LUA_COUNT)
         self._clear = self._client.register_script(_LUA_CLEAR)
+        self._clear_bin = self._client.register_script(_LUA_CLEAR_BIN)
         self._warned_unreadable = False
 
     def _describe(self, scheme: str) -> str:
@@ -302,7 +322,7 @@ class RedisStore(Store):
         args = [
             *self._common(), exchange.id, self._limit, data,
             _text(request.method.upper()), str(exchange.response.status),
-            _text(request.path.lower()), _text(request.query_string.lower()),
+            _text(request.path.lower()), _text(request.query_string.lower()), request.bin or "",
         ]
         self._call("add", lambda: self._add(keys=[self._index, self._xprefix + exchange.id], args=args))
 
@@ -351,8 +371,25 @@ class RedisStore(Store):
                             exchange_id.decode("ascii", "replace"), exc)
             return None
 
-    def clear(self) -> None:
-        self._call("clear", lambda: self._clear(keys=[self._index], args=self._common()))
+    def clear(self, bin: str | None = None) -> None:
+        if bin is None:
+            self._call("clear", lambda: self._clear(keys=[self._index], args=self._common()))
+            return
+        # A bin's exchanges are spread through the one index: it is walked from
+        # the oldest up to the newest id at the start, SCAN_PER_CALL ids per
+        # script, so no script blocks Redis for long whatever --history is.
+        newest = self._call("clear", lambda: self._client.zrevrangebylex(self._index, "+", "-", start=0, num=1))
+        if not newest:
+            return
+        lower: str | bytes = "-"
+        first = newest[0]
+        upper = b"[" + (first if isinstance(first, bytes) else first.encode("ascii"))
+        while True:
+            args = [*self._common(), lower, upper, bin, SCAN_PER_CALL]
+            cursor, _ = self._call("clear", functools.partial(self._clear_bin, keys=[self._index], args=args))
+            if not cursor:
+                return
+            lower = b"(" + cursor
 
     def count(self) -> int:
         return int(self._call("count", lambda: self._count(keys=[self._index], args=self._common())))

@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from werkzeug.datastructures import MIMEAccept
 from werkzeug.http import parse_accept_header
@@ -23,9 +24,10 @@ from ..answer.answer import Answer
 from ..answer.controls import DEFAULT_BODY_TYPE, ControlError, ControlLimits, ResponsePlan, plan
 from ..answer.held import RETRY_AFTER_SECONDS, HeldBudget
 from ..answer.routes import Found, RouteLimits, find
-from ..capture.request import EMPTY_SHA256, CaptureLimits, capture
+from ..capture.request import BIN_HEADER, BIN_HEADER_KEY, EMPTY_SHA256, CaptureLimits, capture
 from ..config import flag
 from ..formats.documents import dumps, echo_document, echo_json, error_document
+from ..model.filter import BIN_PATTERN
 from ..model.http import HTML_TYPE, JSON_TYPE, PAGE_CSP, SANDBOX_CSP, status_line, wire
 from ..model.records import Exchange, IdSource, RequestRecord, ResponseRecord
 from ..observe.recorder import Recorder
@@ -142,9 +144,11 @@ class EchoHandler:
                 size=record.body_size,
                 setting=flag("max_body"),
             ))
+        elif (named := environ.get(BIN_HEADER_KEY)) is not None and named != record.bin:
+            answer = self._bad_bin(record, named)
         elif self.cors and is_preflight(record.method, environ):
             answer = Answer(204, preflight_headers(environ))
-        elif self.route_limits is not None and (found := find(record.path)) is not None:
+        elif self.route_limits is not None and (found := find(_route_path(record))) is not None:
             answer = self._route(record, found, environ)
         else:
             decided = plan(record.args, record.headers, self.control_limits)
@@ -201,6 +205,16 @@ class EchoHandler:
         start_response(status_line(answer.status), [(n, wire(v)) for n, v in headers])
         return [body] if body else []
 
+    def _bad_bin(self, record: RequestRecord, named: str) -> Answer:
+        """400 for an X-Echo-Bin that is no bin name, or that names another bin than the path's."""
+        value = record.header(BIN_HEADER) or ""  # as decoded for the record, not WSGI's Latin-1
+        if BIN_PATTERN.fullmatch(named):
+            message = (f"{BIN_HEADER} names bin {value!r} but the path is in bin {record.bin!r} "
+                       f"(/b/{record.bin}/...); send one of them, or the same name in both")
+        else:
+            message = f"{BIN_HEADER} must be a bin name: 1 to 64 of A-Z a-z 0-9 _ -"
+        return self._error(400, error_document(message, param=BIN_HEADER, value=value))
+
     def _route(self, record: RequestRecord, found: Found, environ: dict[str, Any]) -> Answer:
         """httpbin mode: the route's answer is the answer (Echo's controls do not apply)."""
         assert self.route_limits is not None
@@ -212,6 +226,8 @@ class EchoHandler:
             refused.headers.append(("Allow", ", ".join(sorted(allowed))))
             return refused
         answer = found.route.handler(record, found.params, self.route_limits)
+        if record.bin_path is not None and record.bin_path != record.path and found.route.pattern not in _CALLERS_LOCATION:
+            _keep_in_bin(answer, record)
         busy = self._hold(answer.delay, environ, found.route.pattern) if answer.delay else None
         return busy or answer
 
@@ -272,6 +288,30 @@ class EchoHandler:
         """The one error shape of the echo: {"error", ...} as JSON with `status`."""
         body = dumps(doc) + b"\n"
         return Answer(status, [_JSON_CONTENT_TYPE, *_body_headers(body, SANDBOX_CSP)], body)
+
+
+# The httpbin route whose Location is the caller's own `url`, sent as given.
+_CALLERS_LOCATION = frozenset({"/redirect-to"})
+
+
+def _keep_in_bin(answer: Answer, record: RequestRecord) -> None:
+    """Point an httpbin redirect at the same bin: /b/{bin}/redirect/3 leads to
+    /b/{bin}/relative-redirect/2, so every hop of a chain is in the bin."""
+    prefix = f"/b/{record.bin}"
+    parts = urlsplit(record.url)
+    base = f"{parts.scheme}://{parts.netloc}"
+    for i, (name, value) in enumerate(answer.headers):
+        if name.lower() != "location":
+            continue
+        if value.startswith("/") and not value.startswith("//"):
+            answer.headers[i] = (name, prefix + value)
+        elif value.startswith(base + "/"):
+            answer.headers[i] = (name, base + prefix + value[len(base):])
+
+
+def _route_path(record: RequestRecord) -> str:
+    """The path httpbin mode answers: a bin's own path, so /b/{bin}/get is /get in that bin."""
+    return record.path if record.bin_path is None else record.bin_path
 
 
 class RecordedBody:

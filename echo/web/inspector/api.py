@@ -10,8 +10,9 @@ from ...formats.curl import curl_command
 from ...formats.documents import dumps, exchange_document
 from ...formats.har import har_chunks
 from ...history import Query
+from ...model.filter import BIN_PATTERN
 from ..services import services
-from .common import NOT_FOUND, api_error, bp, find_exchange, json_response, parse_query, wants_bodies
+from .common import NOT_FOUND, api_error, bad_param, bp, find_exchange, json_response, parse_query, wants_bodies
 
 
 @bp.get("/api/exchanges")
@@ -36,7 +37,11 @@ def api_list() -> Response:
 
 @bp.delete("/api/exchanges")
 def api_clear() -> Response:
-    services().store.clear()
+    name = request.args.get("bin")
+    if name is not None and not BIN_PATTERN.fullmatch(name):
+        # An empty or bad name clears nothing: a typo must not empty everyone's history.
+        return bad_param("bin", name, "bin must be a bin name: 1 to 64 of A-Z a-z 0-9 _ -")
+    services().store.clear(name)
     return Response(status=204)
 
 

@@ -66,6 +66,7 @@ def page_list() -> str:
     filters = [(name, value) for name, value in (
         ("method", query.method), ("status", _status_arg(query)), ("q", query.q),
         ("limit", str(query.limit) if query.limit != LIST_ROWS else None),
+        ("f", query.filter.source if query.filter is not None else None),
     ) if value]
     prefix = services().options.prefix
     older = newest = None
@@ -76,6 +77,8 @@ def page_list() -> str:
     return render_template(
         "list.html", exchanges=exchanges, args=args, rows=query.limit, query=query,
         methods=COMMON_METHODS, problems=problems, older=older, newest=newest,
+        # A filter naming one bin (the rows' bin links) is that bin's view.
+        bin_view=query.filter.bin if query.filter is not None else None,
         today=time.strftime("%Y-%m-%d", time.gmtime()),
     )
 
