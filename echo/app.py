@@ -82,7 +82,8 @@ def create_app(config: Mapping[str, Any] | Settings | None = None, environ: Mapp
         metrics=metrics,
         held=HeldBudget(settings.held_limit),
         options=InspectorOptions(
-            prefix=prefix, ui_auth=settings.ui_auth, history=settings.history, metrics=not settings.no_metrics
+            prefix=prefix, ui_auth=settings.ui_auth, history=settings.history, metrics=not settings.no_metrics,
+            max_scan=settings.max_scan,
         ),
     )
     app.extensions[EXTENSION] = found

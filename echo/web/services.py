@@ -28,6 +28,7 @@ class InspectorOptions:
     prefix: str = "/_/"
     ui_auth: str = ""
     history: int = 1000
+    max_scan: int = 10_000  # --max-scan
     metrics: bool = True
 
 
