@@ -87,6 +87,7 @@ def create_app(config: Mapping[str, Any] | Settings | None = None, environ: Mapp
         options=InspectorOptions(
             prefix=prefix, ui_auth=settings.ui_auth, history=settings.history, metrics=not settings.no_metrics,
             max_wait=settings.max_wait,
+            max_scan=settings.max_scan,
         ),
         waiters=HeldBudget(settings.waiter_limit),
         arrivals=arrivals,

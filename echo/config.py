@@ -36,6 +36,11 @@ MAX_DELAY_SECONDS = 10.0
 # Exchanges kept in history: a few minutes of a busy test run.
 HISTORY_LIMIT = 1000
 
+# Kept exchanges one filtered list request may examine. A filter that matches
+# little would otherwise walk the whole history on every call (and on Redis
+# fetch each exchange): 10,000 is a few milliseconds of matching in memory.
+MAX_SCAN = 10_000
+
 # Request line plus headers. Browsers and proxies cap headers near 8-64 KiB;
 # beyond this waitress answers 431 before the app runs.
 MAX_HEADER_BYTES = 64 * 1024
@@ -252,6 +257,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("channel_timeout", _int(1, 86_400), CHANNEL_TIMEOUT_SECONDS, "seconds an idle connection is kept open", "SECONDS"),
     Setting("history", _int(0), HISTORY_LIMIT, "exchanges kept in history; 0 turns recording off", "N"),
     Setting("history_ttl", _seconds, 0.0, "seconds an exchange is kept in a Redis store; 0 keeps it until --history pushes it out", "SECONDS"),
+    Setting("max_scan", _int(1), MAX_SCAN, "kept exchanges one filtered list, page or wait may examine; where it stops, the answer says so (partial, next)", "N"),
     Setting("store", _store, "memory://", "history store: memory:// or redis://[:password@]host:port/db (rediss:// for TLS)", "URL"),
     Setting("store_prefix", _text, "echo", "key prefix in a shared Redis, so several deployments can use one", "PREFIX"),
     Setting("store_timeout", _seconds, 0.5, "seconds a store call may take before the exchange is dropped from history", "SECONDS"),
@@ -303,6 +309,7 @@ class Settings:
     channel_timeout: int = _default("channel_timeout")
     history: int = _default("history")
     history_ttl: float = _default("history_ttl")
+    max_scan: int = _default("max_scan")
     store: str = _default("store")
     store_prefix: str = _default("store_prefix")
     store_timeout: float = _default("store_timeout")

@@ -108,6 +108,9 @@
     var problem = document.getElementById("filter-problem");
     var methodInput = document.getElementById("f-method");
     var pager = document.getElementById("pager");
+    var filterError = document.getElementById("filter-error");
+    var partial = document.getElementById("partial");
+    var table = rows.closest(".scroll");
     // A page of older exchanges (before=) stays as it is: rows arriving at the
     // top would push its rows away while they are read. "Newest" goes live again.
     var paged = rows.getAttribute("data-paged") === "1";
@@ -129,9 +132,11 @@
       var params = new URLSearchParams();
       var status = document.getElementById("f-status").value;
       var q = document.getElementById("f-q").value;
+      var f = document.getElementById("f-f").value;
       if (method) params.set("method", method);
       if (status) params.set("status", status);
       if (q) params.set("q", q);
+      if (f.trim()) params.set("f", f);
       if (pageLimit) params.set("limit", pageLimit);
       if (pageFilter) params.set("f", pageFilter);
       return params;
@@ -213,14 +218,23 @@
         headers: { Accept: "application/json" }, cache: "no-store"
       })
         .then(function (r) {
+          // A bad filter is a 400 naming "f": shown instead of the list.
+          if (r.status === 400) return r.json().then(function (doc) { doc.bad = true; return doc; });
           if (!r.ok) throw new Error("HTTP " + r.status);
           return r.json();
         })
         .then(function (doc) {
           if (mine !== generation || paged) return;
+          if (doc.bad) {
+            showFilterError(doc);
+            return;
+          }
+          showFilterError(null);
           var page = doc.exchanges.slice(0, ROWS);
           show(page, markNew);
-          setOlder(doc.exchanges.length > ROWS ? page[page.length - 1].id : null);
+          // A scan cut short by --max-scan goes on from where it stopped.
+          partial.hidden = !doc.partial;
+          setOlder(doc.exchanges.length > ROWS ? page[page.length - 1].id : (doc.partial ? doc.next : null));
           live.textContent = "live";
           live.className = "muted";
         })
@@ -228,6 +242,32 @@
           live.textContent = "not updating (" + err.message + "), retrying";
           live.className = "warn";
         });
+    }
+
+    // The error as the server renders it: the message, then the filter with the
+    // character at the fault marked. Built with textContent: the filter is text.
+    function showFilterError(doc) {
+      table.hidden = !!doc;
+      filterError.hidden = !doc;
+      filterError.replaceChildren();
+      if (!doc) return;
+      rows.replaceChildren();
+      empty.hidden = true;
+      partial.hidden = true;
+      setOlder(null);
+      // Positions count characters (code points), as Python's do.
+      var text = Array.from(String(doc.value || ""));
+      var at = Number(doc.position) || 0;
+      var line = document.createElement("p");
+      line.textContent = (doc.error || "bad filter") + " (at position " + at + ")";
+      var code = document.createElement("code");
+      code.className = "filter-text";
+      var mark = document.createElement("mark");
+      mark.textContent = text.slice(at, at + 1).join("") || " ";
+      code.append(text.slice(0, at).join(""), mark, text.slice(at + 1).join(""));
+      var shown = document.createElement("p");
+      shown.appendChild(code);
+      filterError.append(line, shown);
     }
 
     function schedule() {

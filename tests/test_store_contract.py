@@ -561,9 +561,10 @@ class TestRedisStore:
             for n in range(1, 301):
                 store.add(exchange(n, method="POST" if n % 100 == 0 else "GET"))
             # A filter that matches rarely looks at every id, but in chunks of
-            # SCAN_PER_CALL per round trip, never one per exchange.
+            # SCAN_PER_CALL per round trip, never one per exchange (and a chunk
+            # that ends on the oldest id says so: no empty last round trip).
             monkeypatch.setattr(redis_store, "SCAN_PER_CALL", 50)
-            assert round_trips(lambda: store.list(Query(method="POST"))) == math.ceil(300 / 50) + 1
+            assert round_trips(lambda: store.list(Query(method="POST"))) == math.ceil(300 / 50)
 
     def test_small_chunks_give_the_same_pages_as_memory(
         self, redis_server: RedisServer, stores: Callable[..., RedisStore], monkeypatch: pytest.MonkeyPatch

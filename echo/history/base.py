@@ -50,6 +50,24 @@ class Query:
 
 
 @dataclass(frozen=True)
+class Page:
+    """A listing and how far its scan went (`Store.page`).
+
+    `stopped` is set when the scan used up its bound before the page filled
+    while older exchanges remain: the last id examined, where the caller goes
+    on with `before=stopped`. `scanned` is how many kept exchanges were examined.
+    """
+
+    exchanges: list[Exchange]
+    scanned: int
+    stopped: str | None = None
+
+
+# Kept exchanges one step of the generic `Store.page` reads through `list`.
+SCAN_BATCH = 250
+
+
+@dataclass(frozen=True)
 class Health:
     ok: bool
     backend: str
@@ -76,6 +94,32 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def list(self, query: Query) -> list[Exchange]:
         """Up to query.limit exchanges, newest first, matching the query."""
+
+    def page(self, query: Query, max_scan: int) -> Page:
+        """Like `list`, but examines at most `max_scan` kept exchanges (newest first).
+
+        A filter that matches little must not walk the whole history per call.
+        This generic form reads unfiltered batches through `list` and filters
+        them here; a backend that can count what it examines does better.
+        """
+        found: list[Exchange] = []
+        scanned = 0
+        before = query.before
+        while scanned < max_scan:
+            asked = min(SCAN_BATCH, max_scan - scanned)
+            batch = self.list(Query(limit=asked, before=before))
+            for exchange in batch:
+                scanned += 1
+                if query.matches(exchange):
+                    found.append(exchange)
+                    if len(found) >= query.limit:
+                        return Page(found, scanned)
+            if len(batch) < asked:
+                return Page(found, scanned)
+            before = batch[-1].id
+        # The bound is used up: stopped only if something older is left to look at.
+        more = before is not None and bool(self.list(Query(limit=1, before=before)))
+        return Page(found, scanned, before if more else None)
 
     @abc.abstractmethod
     def clear(self, bin: str | None = None) -> None:

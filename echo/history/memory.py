@@ -7,7 +7,7 @@ import bisect
 import threading
 
 from ..model.records import Exchange
-from .base import Health, Query, Store
+from .base import Health, Page, Query, Store
 from .packed import Packed, pack, unpack
 
 
@@ -49,19 +49,29 @@ class MemoryStore(Store):
         return None if kept is None else unpack(kept)
 
     def list(self, query: Query) -> list[Exchange]:
-        # Unpacked outside the lock: the echo adds while a page is read.
+        return self.page(query, len(self._ids)).exchanges
+
+    def page(self, query: Query, max_scan: int) -> Page:
+        # Only the newest `max_scan` before the bound can be examined: copy
+        # just those ids under the lock, unpack outside it (the echo adds
+        # while a page is read).
         with self._lock:
             end = bisect.bisect_left(self._ids, query.before) if query.before else len(self._ids)
+            start = max(0, end - max(max_scan, 0))
             items = self._items
-            newest_first = [items[exchange_id] for exchange_id in reversed(self._ids[:end])]
+            newest_first = [items[exchange_id] for exchange_id in reversed(self._ids[start:end])]
         found: list[Exchange] = []
+        scanned = 0
         for kept in newest_first:
+            scanned += 1
             exchange = unpack(kept)
             if query.matches(exchange):
                 found.append(exchange)
                 if len(found) >= query.limit:
-                    break
-        return found
+                    return Page(found, scanned)
+        # Every id before `start` was left unexamined: the scan stopped at the last one it took.
+        stopped = newest_first[-1].id if start > 0 and newest_first else None
+        return Page(found, scanned, stopped)
 
     def clear(self, bin: str | None = None) -> None:
         if bin is None:

@@ -47,7 +47,7 @@ from redis.retry import Retry
 
 from ..config import ConfigError, flag
 from ..model.records import Exchange
-from .base import Health, Query, Store, StoreError
+from .base import Health, Page, Query, Store, StoreError
 from .codec import CodecError, exchange_from_bytes, exchange_to_bytes
 
 log = logging.getLogger("echo")
@@ -138,8 +138,9 @@ return excess
 
 # KEYS: index. ARGV: prefix, ttl_ms, expire batch, upper bound ('+' or '(id'),
 # wanted, scan budget, method, status, status class, needle ('' = no filter).
-# Returns {cursor, id, data, id, data, ...}; cursor is the last id looked at
-# when more may follow, '' when the index is exhausted.
+# Returns {cursor, scanned, id, data, id, data, ...}; cursor is the last id
+# looked at when older ids remain, '' when the index is exhausted; scanned is
+# how many ids were looked at.
 _LUA_PAGE = _LUA_COMMON + """
 local from = live_from()
 local upper = ARGV[4]
@@ -148,8 +149,9 @@ local budget = tonumber(ARGV[6])
 local method, needle = ARGV[7], ARGV[10]
 local status, class = tonumber(ARGV[8]), tonumber(ARGV[9])
 local filtered = method ~= '' or status ~= nil or class ~= nil or needle ~= ''
-local out = {''}
+local out = {'', 0}
 local found, last, exhausted = 0, nil, false
+local scanned = 0
 
 local function matches(key)
   local f = redis.call('HMGET', key, 'm', 's', 'p', 'q')
@@ -168,6 +170,7 @@ while found < want and budget > 0 do
   local ids = redis.call('ZREVRANGEBYLEX', index, upper, from, 'LIMIT', 0, batch)
   for _, id in ipairs(ids) do
     budget = budget - 1
+    scanned = scanned + 1
     last = id
     local key = xprefix .. id
     if not filtered or matches(key) then
@@ -186,7 +189,12 @@ while found < want and budget > 0 do
   end
   upper = '(' .. ids[#ids]
 end
-if not exhausted and last then out[1] = last end
+if not exhausted and last then
+  -- A scan that ends on the oldest id is not cut short: no cursor then.
+  local older = redis.call('ZREVRANGEBYLEX', index, '(' .. last, from, 'LIMIT', 0, 1)
+  if #older > 0 then out[1] = last end
+end
+out[2] = scanned
 return out
 """
 
@@ -336,6 +344,17 @@ class RedisStore(Store):
             raise StoreError(f"redis {self._where}: exchange {exchange_id}: {exc}") from exc
 
     def list(self, query: Query) -> list[Exchange]:
+        return self._scan(query, None).exchanges
+
+    def page(self, query: Query, max_scan: int) -> Page:
+        return self._scan(query, max_scan)
+
+    def _scan(self, query: Query, max_scan: int | None) -> Page:
+        """Pages of the page script until the query's limit, the index's end or `max_scan` ids looked at.
+
+        method/status/q are matched inside Redis; the filter language (`f=`) is
+        matched here, on exchanges fetched in batches of at most FETCH_PER_CALL.
+        """
         upper: str | bytes = "(" + query.before if query.before else "+"
         filters = [
             _text(query.method.upper()) if query.method else b"",
@@ -343,21 +362,31 @@ class RedisStore(Store):
             "" if query.status_class is None else str(query.status_class),
             _text(query.q.lower()) if query.q else b"",
         ]
+        language = query.filter or None
         found: list[Exchange] = []
+        scanned = 0
+        cursor = b""
         while len(found) < query.limit:
-            want = min(query.limit - len(found), FETCH_PER_CALL)
-            args = [*self._common(), upper, want, SCAN_PER_CALL, *filters]
+            budget = SCAN_PER_CALL if max_scan is None else min(SCAN_PER_CALL, max_scan - scanned)
+            if budget <= 0:
+                return Page(found, scanned, cursor.decode("ascii"))
+            # With a filter to match here, every exchange the budget allows is
+            # fetched (in bounded batches); without, only what the page lacks.
+            want = min(budget if language else query.limit - len(found), FETCH_PER_CALL)
+            args = [*self._common(), upper, want, budget, *filters]
             reply = self._call("list", functools.partial(self._page, keys=[self._index], args=args))
             cursor = reply[0]
-            for i in range(1, len(reply) - 1, 2):
+            scanned += int(reply[1])
+            for i in range(2, len(reply) - 1, 2):
                 exchange = self._decode(reply[i], reply[i + 1])
-                # The script filters what it can read without decoding; the filter language here.
-                if exchange is not None and (query.filter is None or query.filter.matches(exchange)):
+                if exchange is not None and (language is None or language.matches(exchange)):
                     found.append(exchange)
+                    if len(found) >= query.limit:
+                        break
             if not cursor:
                 break
             upper = b"(" + cursor
-        return found
+        return Page(found, scanned)
 
     def _decode(self, exchange_id: bytes, data: bytes) -> Exchange | None:
         try:

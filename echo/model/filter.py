@@ -161,12 +161,13 @@ def _method(value: str, in_bin: bool) -> Test:
 def _status(value: str, in_bin: bool) -> Test:
     message = "needs a code (404), a class (4xx) or a range (500-599), from 100 to 599"
     low = high = None
+    # ASCII digits: \d alone also takes other scripts' digits ("٤٠٤").
     if re.fullmatch(r"[1-5]xx", value, re.IGNORECASE):
         low = int(value[0]) * 100
         high = low + 99
-    elif re.fullmatch(r"\d{3}", value):
+    elif re.fullmatch(r"\d{3}", value, re.ASCII):
         low = high = int(value)
-    elif re.fullmatch(r"\d{3}-\d{3}", value):
+    elif re.fullmatch(r"\d{3}-\d{3}", value, re.ASCII):
         low, high = int(value[:3]), int(value[4:])
     if low is None or high is None or not 100 <= low <= high <= 599:
         raise _Bad(message)
@@ -241,7 +242,8 @@ def _at(value: Any, steps: tuple[str, ...]) -> tuple[Any, bool]:
     for step in steps:
         if isinstance(value, dict) and step in value:
             value = value[step]
-        elif isinstance(value, list) and step.isdigit() and int(step) < len(value):
+        # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+        elif isinstance(value, list) and step.isascii() and step.isdigit() and int(step) < len(value):
             value = value[int(step)]
         else:
             return None, False

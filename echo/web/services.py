@@ -29,6 +29,7 @@ class InspectorOptions:
     prefix: str = "/_/"
     ui_auth: str = ""
     history: int = 1000
+    max_scan: int = 10_000  # --max-scan
     metrics: bool = True
     max_wait: float = 30.0  # --max-wait: the longest timeout a history wait may ask for
 

@@ -9,7 +9,6 @@ from flask import Response, request
 from ...formats.curl import curl_command
 from ...formats.documents import dumps, exchange_document
 from ...formats.har import har_chunks
-from ...history import Query
 from ...model.filter import BIN_PATTERN
 from ..services import services
 from .common import NOT_FOUND, api_error, bad_param, bp, find_exchange, json_response, parse_query, wants_bodies
@@ -20,17 +19,20 @@ def api_list() -> Response:
     query = parse_query(request.args)
     if isinstance(query, Response):
         return query
-    found = services().store.list(query)
+    page = services().store.page(query, services().options.max_scan)
+    found = page.exchanges
     bodies = wants_bodies(request.args)
     # A full page: there may be more, and this is where the next one starts.
-    next_id = found[-1].id if len(found) == query.limit else None
+    # A scan cut short by --max-scan: what it found, and where to go on from.
+    next_id = found[-1].id if len(found) == query.limit else page.stopped
+    tail = b',"partial":true,"scanned":' + dumps(page.scanned) if page.stopped and len(found) < query.limit else b""
 
     def chunks() -> Iterator[bytes]:
         # One exchange at a time: a page of 1000 with bodies can be 100+ MB as one string.
         yield b'{"exchanges":['
         for i, exchange in enumerate(found):
             yield (b"," if i else b"") + dumps(exchange_document(exchange, bodies=bodies))
-        yield b"]" + (b',"next":' + dumps(next_id) if next_id else b"") + b"}\n"
+        yield b"]" + (b',"next":' + dumps(next_id) if next_id else b"") + tail + b"}\n"
 
     return Response(chunks(), mimetype="application/json")
 
@@ -64,7 +66,14 @@ def api_curl(exchange_id: str) -> Response:
 @bp.get("/api/exchanges.har")
 def api_har() -> Response:
     found = services()
-    exchanges = found.store.list(Query(limit=max(found.options.history, 1)))  # a failing store fails here, before streaming
+    # The list's parameters (f, method, status, q, before, limit), checked
+    # before anything streams; by default the whole history. An export walks
+    # the history once, so --max-scan (which bounds the repeated list and
+    # page requests) does not cut it short.
+    query = parse_query(request.args, default_limit=max(found.options.history, 1))
+    if isinstance(query, Response):
+        return query
+    exchanges = found.store.list(query)  # a failing store fails here, before streaming
     response = Response(har_chunks(reversed(exchanges)), mimetype="application/json")
     response.headers["Content-Disposition"] = 'attachment; filename="echo-history.har"'
     return response

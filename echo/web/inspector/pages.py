@@ -54,24 +54,38 @@ bp.add_app_template_filter(duration, "duration")
 def page_list() -> str:
     # A page names a bad parameter and goes on without it rather than answering
     # a hand-edited URL with an error; each round drops one, so this ends.
+    # The filter box (`f`) is the exception: a list of everything would look
+    # like an answer to the filter, so a bad one shows its error instead.
     args = request.args.copy()
     problems: list[dict[str, Any]] = []
+    filter_error: dict[str, Any] | None = None
     while isinstance(query := parse_query(args, default_limit=LIST_ROWS), Response):
         problem = query.get_json()
-        problems.append(problem)
+        if problem["param"] == "f":
+            filter_error = problem
+        else:
+            problems.append(problem)
         args.poplist(problem["param"])
-    # One more than a page says whether there is an older page.
-    found = services().store.list(replace(query, limit=query.limit + 1))
-    exchanges = [exchange_document(e, bodies=False) for e in found[:query.limit]]
+    exchanges: list[dict[str, Any]] = []
+    more = stopped = None
+    options = services().options
+    if filter_error is None:
+        # One more than a page says whether there is an older page.
+        page = services().store.page(replace(query, limit=query.limit + 1), options.max_scan)
+        exchanges = [exchange_document(e, bodies=False) for e in page.exchanges[:query.limit]]
+        if len(page.exchanges) > query.limit:
+            more = exchanges[-1]["id"]
+        elif page.stopped:
+            more = stopped = page.stopped
     filters = [(name, value) for name, value in (
         ("method", query.method), ("status", _status_arg(query)), ("q", query.q),
+        ("f", query.filter.source if query.filter else None),
         ("limit", str(query.limit) if query.limit != LIST_ROWS else None),
-        ("f", query.filter.source if query.filter is not None else None),
     ) if value]
-    prefix = services().options.prefix
+    prefix = options.prefix
     older = newest = None
-    if len(found) > query.limit:
-        older = prefix + "?" + urlencode([*filters, ("before", exchanges[-1]["id"])])
+    if more:
+        older = prefix + "?" + urlencode([*filters, ("before", more)])
     if query.before:
         newest = prefix + ("?" + urlencode(filters) if filters else "")
     return render_template(
@@ -79,6 +93,7 @@ def page_list() -> str:
         methods=COMMON_METHODS, problems=problems, older=older, newest=newest,
         # A filter naming one bin (the rows' bin links) is that bin's view.
         bin_view=query.filter.bin if query.filter is not None else None,
+        filter_text=request.args.get("f", ""), filter_error=filter_error, stopped=stopped, max_scan=options.max_scan,
         today=time.strftime("%Y-%m-%d", time.gmtime()),
     )
 
