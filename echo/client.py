@@ -163,12 +163,16 @@ class EchoClient:
         request = urllib.request.Request(url, method=method, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
-                status, body = response.status, response.read()
+                status, body, response_headers = response.status, response.read(), response.headers
         except urllib.error.HTTPError as error:
             with error:
-                status, body = error.code, error.read()
+                status, body, response_headers = error.code, error.read(), error.headers
         except OSError as exc:  # refused, reset, timed out, name not found
             raise EchoError(f"{method} {url}: {exc}") from exc
+        if "X-Echo-Id" in response_headers:
+            # Only the echo sets it: this path is outside the inspector, so the prefix is not the server's.
+            raise EchoError(f"{method} {url} was answered by the echo, not the inspector's API: "
+                            f"is ui_prefix {self.ui_prefix!r} the server's --ui-prefix?", status)
         try:
             doc = json.loads(body) if body else None
         except ValueError:

@@ -22,6 +22,9 @@ FLOORS: dict[str, int] = {
     "web": 4,
     "app": 5,
     "cli": 6,
+    # The test client (echo.client): imports nothing of the server, standard library only
+    # (test_client.py checks); below the plugin, which hands it out.
+    "client": 6,
     # The pytest plugin (entry point pytest11): like cli, a way in from outside that runs the server.
     "pytest_plugin": 7,
     "__main__": 7, "__init__": 7,  # entry points: `python -m echo`, and create_app loaded on call
