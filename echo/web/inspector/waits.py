@@ -17,7 +17,8 @@ While it waits, the worker sleeps on the recorder's arrival signal
 also wakes every `TICK_SECONDS` to see whether its caller left (then the slot is
 freed) or the server stops. On a shared store (Redis) another replica's
 exchanges make no local signal, so there it looks in the store again every
-`SHARED_POLL_SECONDS` as well.
+`SHARED_POLL_SECONDS` as well. Each look examines at most --max-scan kept
+exchanges, as a filtered list does.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def api_wait() -> Response:
         return timeout
     deadline = time.monotonic() + timeout
     seen = found.arrivals.generation  # before the first look: an arrival during it is not missed
-    exchange = first_match(found.store, wanted, after)
+    exchange = first_match(found.store, wanted, after, found.options.max_scan)
     if exchange is None and timeout > 0:
         busy = _take_slots(found)
         if busy is not None:
@@ -139,28 +140,34 @@ def _hold(
             next_poll = time.monotonic() + SHARED_POLL_SECONDS
         if caller_left(environ):
             return None, False  # nobody reads the answer; the slot goes back now
-        if look and (exchange := first_match(found.store, wanted, after)) is not None:
+        if look and (exchange := first_match(found.store, wanted, after, found.options.max_scan)) is not None:
             return exchange, False
     # A last look: on a shared store, something may have arrived since the last poll.
-    return (first_match(found.store, wanted, after) if shared else None), False
+    return (first_match(found.store, wanted, after, found.options.max_scan) if shared else None), False
 
 
-def first_match(store: Store, wanted: Filter, after: str | None) -> Exchange | None:
+def first_match(store: Store, wanted: Filter, after: str | None, max_scan: int) -> Exchange | None:
     """The oldest kept exchange after `after` (any, without it) that `wanted` matches.
 
-    Pages go newest first and stop at `after`, so a wait with `after` reads only
-    what is newer; ids sort in arrival order."""
+    Pages go newest first and stop at `after`, so a wait with `after` reads
+    little more than what is newer; ids sort in arrival order. One look
+    examines at most --max-scan kept exchanges, as a filtered list does."""
     query = Query(limit=SEARCH_PAGE, filter=wanted or None)
     oldest = None
-    while True:
-        page = store.list(query)
-        for exchange in page:
+    budget = max_scan
+    while budget > 0:
+        page = store.page(query, budget)
+        budget -= page.scanned
+        for exchange in page.exchanges:
             if after is not None and exchange.id <= after:
                 return oldest
             oldest = exchange
-        if len(page) < SEARCH_PAGE:
+        full = len(page.exchanges) >= SEARCH_PAGE
+        older = page.exchanges[-1].id if full else page.stopped
+        if older is None or page.scanned == 0 or (after is not None and older <= after):
             return oldest
-        query = Query(limit=SEARCH_PAGE, before=page[-1].id, filter=wanted or None)
+        query = Query(limit=SEARCH_PAGE, before=older, filter=wanted or None)
+    return oldest
 
 
 def near_misses(store: Store, wanted: Filter, after: str | None) -> list[dict[str, Any]]:
