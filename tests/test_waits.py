@@ -347,3 +347,21 @@ def test_a_wait_on_one_replica_sees_an_exchange_another_records(
     assert status == 404
     assert doc["near_misses"][0]["id"] == sent
     assert doc["near_misses"][0]["failed"] == ["method:POST"]
+
+
+def test_a_stopping_server_ends_a_held_wait_with_a_503(echo_server: Callable[..., EchoServer],
+                                                       pool: ThreadPoolExecutor) -> None:
+    server = echo_server("--log", "off", "--max-waiters", "1")
+    # Without hold()'s retry, which would knock on the stopped server: a wait
+    # refused because a probe held the slot just then is sent again here.
+    deadline = time.monotonic() + SETTLE_SECONDS
+    held = pool.submit(wait, server, f=NEVER, timeout=LONG_WAIT)
+    while probe(server) != 503:
+        if held.done():
+            held = pool.submit(wait, server, f=NEVER, timeout=LONG_WAIT)
+        assert time.monotonic() < deadline, "the wait never held its slot"
+    server.proc.terminate()
+    status, _, doc = held.result(CLIENT_TIMEOUT)
+    assert status == 503
+    assert "stopping" in doc["error"]
+    assert server.proc.wait(CLIENT_TIMEOUT) == 0
