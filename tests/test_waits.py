@@ -287,6 +287,17 @@ def test_a_timeout_lists_the_closest_recent_exchanges_and_what_each_failed(echo_
     ]
 
 
+def test_a_bins_near_misses_are_its_own_however_busy_the_server(echo_server: Callable[..., EchoServer]) -> None:
+    server = echo_server("--log", "off")
+    own = send(server, "/b/job-1/hook")
+    for n in range(120):  # other jobs' traffic: more than the newest exchanges looked at
+        send(server, f"/b/job-2/hook?n={n}", "POST", b"{}")
+    status, _, doc = wait(server, f="bin:job-1 method:POST path:/hook", timeout="0")
+    assert status == 404
+    assert doc["near_misses"][0] == {"id": own, "method": "GET", "path": "/b/job-1/hook", "status": 200,
+                                     "failed": ["method:POST"]}
+
+
 def test_a_timeout_with_an_empty_history_has_no_near_misses(echo_server: Callable[..., EchoServer]) -> None:
     server = echo_server("--log", "off")
     status, _, doc = wait(server, f="method:POST", timeout="0")

@@ -33,7 +33,7 @@ from ...answer.held import RETRY_AFTER_SECONDS, HeldBudget
 from ...config import flag
 from ...formats.documents import exchange_document
 from ...history import Query, Store
-from ...model.filter import EVERYTHING, Filter
+from ...model.filter import EVERYTHING, Filter, parse
 from ...model.records import ID_LENGTH, ID_PATTERN, Exchange
 from ..echo import _caller_left as caller_left
 from ..services import Services, services
@@ -85,7 +85,7 @@ def api_wait() -> Response:
     if exchange is None:
         return api_error(
             404, f"no exchange matched within {timeout:g} s", f=wanted.source, after=after, timeout=timeout,
-            near_misses=near_misses(found.store, wanted, after),
+            near_misses=near_misses(found.store, wanted, after, found.options.max_scan),
         )
     return json_response(exchange_document(exchange, bodies=wants_bodies(request.args)))
 
@@ -170,18 +170,28 @@ def first_match(store: Store, wanted: Filter, after: str | None, max_scan: int) 
     return oldest
 
 
-def near_misses(store: Store, wanted: Filter, after: str | None) -> list[dict[str, Any]]:
+def near_misses(store: Store, wanted: Filter, after: str | None, max_scan: int) -> list[dict[str, Any]]:
     """Up to NEAR_MISSES recent exchanges that failed the fewest terms, newest first among equals.
 
-    An exchange at or before `after` fails `after={id}` too, so a match that
-    came too early says so."""
+    The candidates are the NEAR_MISS_SCAN newest exchanges and, for a filter
+    that names a bin, as many of that bin's newest, ranked before any other
+    bin's: on a server many test jobs share, a bin's own exchanges are the
+    near misses that matter, however busy the others are. An exchange at or before `after` fails `after={id}` too, so a
+    match that came too early says so."""
+    candidates = {exchange.id: exchange for exchange in store.list(Query(limit=NEAR_MISS_SCAN))}
+    if wanted.bin is not None:
+        own = store.page(Query(limit=NEAR_MISS_SCAN, filter=parse(f"bin:{wanted.bin}")), max_scan)
+        candidates.update((exchange.id, exchange) for exchange in own.exchanges)
     scored = []
-    for exchange in store.list(Query(limit=NEAR_MISS_SCAN)):
+    for exchange_id in sorted(candidates, reverse=True):  # newest first
+        exchange = candidates[exchange_id]
         failed = wanted.difference(exchange)
         if after is not None and exchange.id <= after:
             failed.append(f"after={after}")
         if failed:
-            scored.append((len(failed), exchange, failed))
+            # Another bin's exchange is another test's: any of the bin's own comes first.
+            elsewhere = wanted.bin is not None and exchange.request.bin != wanted.bin
+            scored.append(((elsewhere, len(failed)), exchange, failed))
     scored.sort(key=lambda item: item[0])  # stable: newest first among equals
     return [
         {
