@@ -18,6 +18,7 @@ import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import uuid
@@ -376,3 +377,19 @@ def test_a_stopping_server_ends_a_held_wait_with_a_503(echo_server: Callable[...
     assert status == 503
     assert "stopping" in doc["error"]
     assert server.proc.wait(CLIENT_TIMEOUT) == 0
+
+
+def test_the_arrival_signal_wakes_a_waiter_and_misses_nothing_in_between() -> None:
+    from echo.observe.arrivals import Arrivals
+
+    arrivals = Arrivals()
+    seen = arrivals.generation
+    arrivals.notify()  # between the look and the wait: the wait returns at once
+    assert arrivals.wait(seen, 30) == seen + 1
+    assert arrivals.wait(seen + 1, 0) == seen + 1  # nothing new: the timeout ends it
+    woke: list[int] = []
+    waiter = threading.Thread(target=lambda: woke.append(arrivals.wait(seen + 1, 30)))
+    waiter.start()
+    arrivals.notify()
+    waiter.join(30)
+    assert woke == [seen + 2]
