@@ -24,12 +24,15 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from echo.history import MemoryStore, Page, Query, Store, redis_store
 from echo.history.base import Health
+from echo.history.packed import Packed, may_hold, pack
 from echo.history.redis_store import RedisStore
 from echo.model.factory import make_exchange, make_request, make_response
-from echo.model.filter import parse
+from echo.model.filter import FilterError, parse
 from echo.model.records import Exchange
 
 from support import EchoServer, RedisServer, call
@@ -342,3 +345,93 @@ def test_a_bad_max_scan_is_one_line_and_exit_2(args: list[str], env: dict[str, s
 def test_max_scan_is_in_help_with_its_variable() -> None:
     done = subprocess.run([sys.executable, "-m", "echo", "--help"], capture_output=True, text=True, timeout=30)
     assert "--max-scan N" in done.stdout and "ECHO_MAX_SCAN" in done.stdout
+
+
+# ---- the memory store's pre-check (Filter.hints on packed text) ------------
+
+# Characters that lowercase oddly ("K" Kelvin sign to k, "İ" to i + a dot, "ſ"
+# uppercases to S), that JSON escapes, and plain ones.
+ODD = st.text(alphabet=st.sampled_from([*"aAbBkKsS/-_.=*:5", "\u212a", "\u0130", "\u017f", "\u00e9", "\u03a3",
+                                         '"', "\\", " ", "\x01", "\x7f"]), max_size=8)
+
+
+def quoted(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def around(draw: Any, text: str) -> str:
+    """A glob that `text` matches (a slice of it between stars), or the text itself."""
+    if not text or draw(st.booleans()):
+        return text if "*" not in text else "*"
+    i = draw(st.integers(0, len(text) - 1))
+    j = draw(st.integers(i, len(text)))
+    return "*" + text[i:j].replace("*", "") + "*"
+
+
+def flip(draw: Any, text: str) -> str:
+    return "".join(c.swapcase() if draw(st.booleans()) else c for c in text)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.data())
+def test_the_pre_check_never_hides_a_match(data: st.DataObject) -> None:
+    draw = data.draw
+    path, query, name, value, rule, word = (draw(ODD) for _ in range(6))
+    item = make_exchange(
+        make_request(path="/" + path, query=quote(query), headers=(("Host", "h"), ("X-" + name, value)),
+                     remote_addr=draw(st.sampled_from(["127.0.0.1", "::1", "10.0.0.K"])),
+                     bin=draw(st.sampled_from([None, "team-a"])), bin_path=draw(st.sampled_from([None, "/" + path]))),
+        make_response(status=draw(st.sampled_from([200, 404, 503]))),
+        rule=draw(st.sampled_from([None, {"name": rule, "id": "r", "step": 0}])),
+    )
+    kept = pack(item)
+    if not isinstance(kept, Packed):
+        return
+    request = item.request
+    candidates = [
+        "path:" + quoted(around(draw, request.path)),
+        "path:" + quoted(around(draw, request.bin_path or "/")) + " bin:team-a",
+        "header:" + quoted(flip(draw, "X-" + name) + "=" + around(draw, value)),
+        "header:" + quoted(flip(draw, "X-" + name)),
+        "query:" + quoted(request.args[0][0] + "=" + around(draw, request.args[0][1])) if request.args else "x",
+        "client:" + quoted(around(draw, request.remote_addr)),
+        "rule:" + quoted(around(draw, rule)),
+        "status:" + str(item.response.status),
+        quoted(flip(draw, word)) if word.strip() else "y",
+        quoted(flip(draw, path[:3])) if path.strip() else "z",
+        # Lowercased first: "K" (Kelvin) matches the ASCII word "k", whose hint must still be found.
+        quoted(request.path.lower()[1:4]) if path.strip() else "z",
+        "header:" + quoted(("X-" + name).lower()),
+    ]
+    text = " ".join(draw(st.lists(st.sampled_from(candidates), min_size=1, max_size=3)))
+    try:
+        f = parse(text)
+    except FilterError:
+        return
+    if f.matches(item):
+        assert may_hold(kept, f.hints), (text, f.hints, kept.fields)
+
+
+def test_the_pre_check_skips_what_cannot_match() -> None:
+    f = parse("method:POST path:/hooks/* header:X-Event=push")
+    assert f.hints == (b"/hooks/", b"x-event", b"push")
+    assert parse("-path:/x status:4xx method:GET body:a json:a=1").hints == ()
+    assert parse("status:404 query:page=2* bin:b1 hooks").hints == (b"404", b"page", b"2", b"b1", b"hooks")
+    hook = pack(exchange(1, "POST", "/hooks/gh", headers=(("x-EVENT", "push"),)))
+    other = pack(exchange(2, "POST", "/hooks/gh", headers=(("X-Event", "tag"),)))
+    assert isinstance(hook, Packed) and isinstance(other, Packed)
+    assert may_hold(hook, f.hints) and not may_hold(other, f.hints)
+
+
+@pytest.mark.parametrize(("text", "fields"), [
+    ('"k"', {"path": "/\u212a"}),  # the Kelvin sign lowercases to an ASCII k
+    ("i", {"path": "/\u0130x"}),  # "İ" lowercases to i and a combining dot
+    ("header:X-k", {"headers": (("X-\u212a", "1"),)}),
+    ("query:\u212a", {"query": "%E2%84%AA=1"}),
+])
+def test_the_pre_check_lowercases_as_matching_does(text: str, fields: dict[str, Any]) -> None:
+    item = make_exchange(make_request(**fields))
+    kept = pack(item)
+    f = parse(text)
+    assert isinstance(kept, Packed) and f.matches(item)
+    assert may_hold(kept, f.hints)
