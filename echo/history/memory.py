@@ -8,7 +8,7 @@ import threading
 
 from ..model.records import Exchange
 from .base import Health, Page, Query, Store
-from .packed import Packed, pack, unpack
+from .packed import Packed, may_hold, pack, unpack
 
 
 class MemoryStore(Store):
@@ -62,8 +62,11 @@ class MemoryStore(Store):
             newest_first = [items[exchange_id] for exchange_id in reversed(self._ids[start:end])]
         found: list[Exchange] = []
         scanned = 0
+        hints = query.filter.hints if query.filter else ()
         for kept in newest_first:
             scanned += 1
+            if hints and isinstance(kept, Packed) and not may_hold(kept, hints):
+                continue  # cannot match: not worth unpacking
             exchange = unpack(kept)
             if query.matches(exchange):
                 found.append(exchange)

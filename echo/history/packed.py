@@ -80,5 +80,21 @@ def unpack(kept: Packed | Exchange) -> Exchange:
     return Exchange(request=request, response=response, controls=kept.controls, duration_ms=duration_ms, rule=rule)
 
 
+def may_hold(kept: Packed, hints: tuple[bytes, ...]) -> bool:
+    """False when the packed text lacks one of a filter's hints (`Filter.hints`): then
+    the filter cannot hold and the exchange need not be unpacked (about 40 us) to say so.
+
+    `fields` is orjson's JSON of every field the hints are about, non-ASCII
+    written as it is; lowercased as `str.lower()` does, which for ASCII text is
+    `bytes.lower()` and needs no decoding.
+    """
+    text = kept.fields
+    text = text.lower() if text.isascii() else text.decode("utf-8").lower().encode("utf-8")
+    for hint in hints:  # a loop, not all(...): this runs for every kept exchange a page scans
+        if hint not in text:
+            return False
+    return True
+
+
 def _pairs(items: list[list[str]]) -> Pairs:
     return tuple(map(tuple, items))  # type: ignore[arg-type]

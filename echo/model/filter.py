@@ -51,6 +51,7 @@ class Term:
     kind: str  # "method", "status", ..., "word" for a bare word
     negated: bool
     test: Test
+    hints: tuple[bytes, ...] = ()  # see Filter.hints
 
     def holds(self, exchange: Exchange) -> bool:
         return self.test(exchange) != self.negated
@@ -70,6 +71,20 @@ class Filter:
     def difference(self, exchange: Exchange) -> list[str]:
         """The terms (as written) that `exchange` fails: empty when it matches."""
         return [term.text for term in self.terms if not term.holds(exchange)]
+
+    @property
+    def hints(self) -> tuple[bytes, ...]:
+        """Texts an exchange's record must hold for the filter to hold: a cheap pre-check.
+
+        Each is printable ASCII (no quote or backslash), lowercased; whenever
+        the filter holds, each occurs in the `str.lower()` of any JSON text that
+        holds the request's path, bin path, query string, args, headers and
+        remote address, the answered status and the rule, with non-ASCII
+        characters written as they are (orjson's way). A store that keeps such
+        text (the memory store's packed fields) skips an exchange missing one
+        without unpacking it; matching itself still decides.
+        """
+        return tuple(hint for term in self.terms if not term.negated for hint in term.hints)
 
     def __bool__(self) -> bool:
         return bool(self.terms)
@@ -131,7 +146,7 @@ def _term(written: str, position: int, word: str, negated: bool, in_bin: bool) -
     if not colon:
         needle = word.lower()
         return Term(written, "word", negated, lambda ex: needle in ex.request.path.lower()
-                    or needle in ex.request.query_string.lower())
+                    or needle in ex.request.query_string.lower(), _hint(needle))
     compile_term = TERMS.get(key.lower())
     if compile_term is None:
         raise FilterError(f"unknown term {key + ':'!r}; terms are {', '.join(k + ':' for k in TERMS)} or a bare word",
@@ -141,11 +156,40 @@ def _term(written: str, position: int, word: str, negated: bool, in_bin: bool) -
         test = compile_term(value, in_bin)
     except _Bad as exc:
         raise FilterError(f"{key}: {exc}", at) from None
-    return Term(written, key.lower(), negated, test)
+    return Term(written, key.lower(), negated, test, _hints(key.lower(), value))
 
 
 class _Bad(ValueError):
     """A term's value is wrong; `_term` adds the position."""
+
+
+def _hint(text: str) -> tuple[bytes, ...]:
+    """`text` lowercased as a hint, when JSON writes it as it is (printable ASCII but quote and backslash)."""
+    if text and all(" " <= c <= "~" and c not in '"\\' for c in text):
+        return (text.lower().encode("ascii"),)
+    return ()
+
+
+def _hints(kind: str, value: str) -> tuple[bytes, ...]:
+    """The hints (Filter.hints) of a positive term: the literal texts it needs in the record.
+
+    None for method: (compared upper-cased, which "ſ" turns into "S"), status
+    classes and ranges, body: and json: (the body is not in the record's text).
+    """
+    if kind == "status" and value.isascii() and value.isdigit():
+        return _hint(value)
+    if kind in ("path", "client", "rule"):
+        return _glob_hints(value)
+    if kind in ("query", "header"):
+        name, equals, wanted = value.partition("=")
+        return _hint(name) + (_glob_hints(wanted) if equals else ())
+    if kind == "bin":
+        return _hint(value)
+    return ()
+
+
+def _glob_hints(pattern: str) -> tuple[bytes, ...]:
+    return tuple(hint for literal in pattern.split("*") for hint in _hint(literal))
 
 
 # ---- the terms -------------------------------------------------------------
