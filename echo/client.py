@@ -113,11 +113,15 @@ class EchoClient:
     # -- the parts a Bin shares ------------------------------------------
 
     def _exchanges(self, f: str | None, limit: int) -> list[dict[str, Any]]:
-        params = {"limit": str(limit)}
-        if f:
-            params["f"] = f
-        _, doc = self._call("GET", "api/exchanges", params)
-        return list(doc["exchanges"])
+        found: list[dict[str, Any]] = []
+        params = {"f": f} if f else {}
+        while True:
+            _, doc = self._call("GET", "api/exchanges", {**params, "limit": str(limit - len(found))})
+            found += doc["exchanges"]
+            # A page the server's --max-scan cut short says where to go on; the rest is older.
+            if not doc.get("partial") or not doc.get("next") or len(found) >= limit:
+                return found
+            params["before"] = doc["next"]
 
     def _wait(self, f: str | None, timeout: float, after: str | None) -> dict[str, Any]:
         __tracebackhide__ = True

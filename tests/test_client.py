@@ -210,3 +210,12 @@ def test_a_bin_wait_is_answered_by_its_own_arrival(client: EchoClient) -> None:
     finally:
         thread.join()
     assert found["id"] == sent[0]
+
+
+def test_exchanges_go_on_past_a_page_that_max_scan_cut_short(echo_server: Callable[..., EchoServer]) -> None:
+    server = echo_server("--log", "off", "--max-scan", "5")
+    client = EchoClient(server.url)
+    old = send(client.url("/old"))
+    newer = [send(client.url(f"/new?n={n}")) for n in range(12)]  # more than two scans' worth
+    assert [x["id"] for x in client.exchanges("path:/old")] == [old]
+    assert [x["id"] for x in client.assert_received("path:/new", count=12)] == newer[::-1]

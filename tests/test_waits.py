@@ -393,3 +393,19 @@ def test_the_arrival_signal_wakes_a_waiter_and_misses_nothing_in_between() -> No
     arrivals.notify()
     waiter.join(30)
     assert woke == [seen + 2]
+
+
+def test_a_wait_looks_at_most_max_scan_exchanges_and_says_so(echo_server: Callable[..., EchoServer]) -> None:
+    server = echo_server("--log", "off", "--max-scan", "5")
+    send(server, "/old")
+    newer = [send(server, f"/new?n={n}") for n in range(5)]
+    # The match is the 6th newest: past the bound, and the 404 says the look was cut.
+    status, _, doc = wait(server, f="path:/old", timeout="0")
+    assert status == 404
+    assert doc["partial"] is True and doc["scanned"] == 5
+    assert "--max-scan" in doc["error"]
+    # Within the bound the match is found.
+    assert wait(server, f="path:/new query:n=0", timeout="0")[2]["id"] == newer[0]
+    # After an id inside the bound, everything after it was looked at: a plain 404.
+    status, _, doc = wait(server, f="path:/old", timeout="0", after=newer[0])
+    assert status == 404 and "partial" not in doc
