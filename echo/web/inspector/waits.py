@@ -83,9 +83,16 @@ def api_wait() -> Response:
         if stopped:
             return api_error(503, "the server is stopping; no exchange matched before it did", f=wanted.source)
     if exchange is None:
+        max_scan = found.options.max_scan
+        message = f"no exchange matched within {timeout:g} s"
+        extra: dict[str, Any] = {}
+        if _scan_cut(found.store, wanted, after, max_scan):
+            # Older exchanges were left unexamined: say so, or the 404 claims more than was looked at.
+            message += f" among the newest {max_scan} kept exchanges ({flag('max_scan')})"
+            extra = {"partial": True, "scanned": max_scan}
         return api_error(
-            404, f"no exchange matched within {timeout:g} s", f=wanted.source, after=after, timeout=timeout,
-            near_misses=near_misses(found.store, wanted, after, found.options.max_scan),
+            404, message, f=wanted.source, after=after, timeout=timeout, **extra,
+            near_misses=near_misses(found.store, wanted, after, max_scan),
         )
     return json_response(exchange_document(exchange, bodies=wants_bodies(request.args)))
 
@@ -168,6 +175,12 @@ def first_match(store: Store, wanted: Filter, after: str | None, max_scan: int) 
             return oldest
         query = Query(limit=SEARCH_PAGE, before=older, filter=wanted or None)
     return oldest
+
+
+def _scan_cut(store: Store, wanted: Filter, after: str | None, max_scan: int) -> bool:
+    """Whether a look stops at --max-scan before it reaches `after` (or the oldest kept exchange)."""
+    stopped = store.page(Query(limit=1, filter=wanted or None), max_scan).stopped
+    return stopped is not None and (after is None or stopped > after)
 
 
 def near_misses(store: Store, wanted: Filter, after: str | None, max_scan: int) -> list[dict[str, Any]]:
