@@ -324,6 +324,8 @@ class SqliteStore(Store):
             conn.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
             conn.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.Error as exc:
+            if type(exc) is sqlite3.DatabaseError:  # SQLITE_NOTADB: not an SQLite file at all
+                raise StoreError(f"sqlite {self._path} is not an SQLite database ({exc})") from exc
             raise StoreError(f"sqlite {self._path}: cannot open: {exc}") from exc
         with self._connections_lock:
             self._connections.append(conn)
