@@ -9,6 +9,7 @@ writer and the reader as two stores on one file, like two processes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -106,7 +107,8 @@ FILTERS = [
     "path:/orders*", "-path:/orders*", "path:/orders/[1]", "path:/Health?", "path:/orders/?", "path:*x",
     "bin:ci-7", "-bin:ci-7", "bin:ci-7 path:/hook", "bin:ci-8 -path:/hook", "client:10.0.0.*", "-client:::1",
     "rule:fails*", "-rule:fails*", "orders", "-orders", "CAFÉ", "lone", "\"/orders\"", "path:\"/orders/[1]\"",
-    "header:X-Dup=a", "body:utf-8", "method:GET path:*x", "status:5xx -path:/nul*",
+    "header:X-Dup=a", "body:utf-8", "method:GET path:*x", "status:5xx -path:/nul*", "\ud800", "-\ud800",
+    "path:*\ud800*", "nul\x00",
 ]
 
 
@@ -468,3 +470,13 @@ def test_concurrent_requests_are_all_kept_once(tmp_path: Path) -> None:
         assert server.stop() == 0
     assert len(found) == 320
     assert ids_in_file(path) == set(found)
+
+
+def test_an_exchange_that_cannot_be_stored_does_not_stop_the_others(stores: Callable[..., SqliteStore]) -> None:
+    store = stores()
+    broken = dataclasses.replace(exchange(1), controls={"not json": {1, 2}})
+    store.add(broken)
+    store.add(exchange(2))
+    assert store.flush()
+    assert ids_of(store.list(Query())) == [ident(2)]
+    assert store.health().ok

@@ -165,6 +165,8 @@ def _filter_columns(exchange: Exchange) -> tuple[Any, ...]:
 
 
 def _row(exchange: Exchange) -> tuple[Any, ...]:
+    if not _clean(exchange.id):
+        raise CodecError(f"exchange id {exchange.id!r} cannot be a key")
     return (exchange.id, float(exchange.request.started), *_filter_columns(exchange), exchange_to_bytes(exchange))
 
 
@@ -239,7 +241,7 @@ def _push_filter(where: _Where, found: Filter) -> None:
                 where.add("(lossy OR rule IS NULL OR NOT rule GLOB ?)", _sql_glob(value))
             else:
                 where.add("(lossy OR rule GLOB ?)", _sql_glob(value))
-        elif term.kind == "word":
+        elif term.kind == "word" and _clean(word):
             needle = word.lower()
             where.add(f"(lossy OR {negate}(instr(path_lc, ?) > 0 OR instr(query_lc, ?) > 0))", needle, needle)
 
@@ -478,7 +480,7 @@ class SqliteStore(Store):
                 self._flush_wanted = False
             try:
                 self._write([exchange for _, exchange in batch])
-            except StoreError as exc:
+            except Exception as exc:  # noqa: BLE001 - whatever it is, the writer must live on and say so
                 with self._cond:
                     if self._failing is None:
                         log.error("history store failing, %d exchanges waiting to be written: %s",
