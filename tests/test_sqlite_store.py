@@ -480,3 +480,36 @@ def test_an_exchange_that_cannot_be_stored_does_not_stop_the_others(stores: Call
     assert store.flush()
     assert ids_of(store.list(Query())) == [ident(2)]
     assert store.health().ok
+
+
+def test_the_queue_behind_a_locked_file_holds_the_newest_history(stores: Callable[..., SqliteStore], tmp_path: Path) -> None:
+    limit = 3
+    store = stores(limit=limit, timeout=0.2)
+    store.add(exchange(1))
+    assert store.flush()
+    blocker = sqlite3.connect(tmp_path / "echo.db", isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        for n in (5, 2, 6, 4, 3):  # ids out of order, more than the bound
+            store.add(exchange(n))
+        assert store.dropped == 2
+        assert ids_of(store.list(Query()))[:limit] == [ident(6), ident(5), ident(4)]
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert store.flush(PATIENCE)
+    assert ids_of(store.list(Query())) == [ident(6), ident(5), ident(4)]
+
+
+def test_the_image_declares_a_volume_for_the_history_owned_by_its_user() -> None:
+    from test_container import DOCKERFILE, read_dockerfile
+
+    runtime = read_dockerfile(DOCKERFILE.read_text(encoding="utf-8"))[-1]
+    words = [word for word, _ in runtime.instructions]
+    assert runtime.all("VOLUME") == ["/data"]
+    user = runtime.all("USER")[-1].split(":")
+    made = [i for i, (word, args) in enumerate(runtime.instructions)
+            if word == "RUN" and f"install -d -o {user[0]} -g {user[1]}" in args and "/data" in args]
+    assert made and made[0] < words.index("VOLUME"), "created (and owned) before the VOLUME line fixes it"
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "ECHO_STORE: sqlite:////data/echo.db" in readme and "- echo-history:/data" in readme
