@@ -86,6 +86,9 @@ BATCH = 500
 FETCH = 200
 # After a failed write, wait this long before trying again.
 RETRY_SECONDS = 1.0
+# At start, another process creating or migrating the same file may hold its
+# lock: wait this long for it rather than refusing to start.
+OPEN_SECONDS = 10.0
 # A clean stop waits at most this long for the queue to be written.
 CLOSE_SECONDS = 10.0
 
@@ -289,11 +292,12 @@ class SqliteStore(Store):
         self._open_file()
         # The queue: id -> latest exchange added, in the order added. An entry
         # leaves only once the transaction that wrote it has committed.
-        self._pending: dict[str, Exchange] = {}
+        self._pending: dict[str, tuple[int, Exchange]] = {}  # id -> (its add's number, exchange)
         self._cond = threading.Condition()
         self._queued_ids: list[str] = []  # a heap of the ids queued (and some already written)
         self._added = 0  # adds so far
-        self._written = 0  # adds committed (every add up to this one)
+        self._write_lock = threading.Lock()  # one batch or clear at a time
+        self._stop_by = 0.0  # when a stopping writer gives up on a file that refuses writes
         self._flush_wanted = False
         self._stopping = False
         self._closed = False
@@ -362,6 +366,8 @@ class SqliteStore(Store):
         where = f"{flag('store')}: {self._path}"
         try:
             conn = self._conn()
+            # Another process may be creating or migrating the file right now.
+            conn.execute(f"PRAGMA busy_timeout = {int(max(self._timeout, OPEN_SECONDS) * 1000)}")
             try:
                 state = self._inspect(conn)
             except sqlite3.DatabaseError as exc:
@@ -369,36 +375,11 @@ class SqliteStore(Store):
             refusal = self._refusal(*state)
             if refusal:
                 raise ConfigError(refusal)
-            if state[1] == SCHEMA_VERSION:
-                if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-                    conn.execute("PRAGMA journal_mode = WAL")
-                return
-            # New or older: WAL first (it cannot change inside a transaction),
-            # then create or migrate under the write lock, looking again there:
-            # another process may have done it meanwhile.
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                app_id, version, objects = self._inspect(conn)
-                refusal = self._refusal(app_id, version, objects)
-                if refusal:
-                    raise ConfigError(refusal)
-                if version == 0:
-                    for statement in _CREATE_V1:
-                        conn.execute(statement)
-                    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                    version = 1
-                elif version < SCHEMA_VERSION:
-                    log.warning("history store: migrating %s from schema version %d to %d",
-                                self._path, version, SCHEMA_VERSION)
-                while version < SCHEMA_VERSION:
-                    MIGRATIONS[version](conn)
-                    version += 1
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+            if state[1] != SCHEMA_VERSION:
+                self._create_or_migrate(conn)
+            elif conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
         except sqlite3.Error as exc:
             self._close_connections()
             raise ConfigError(f"{where}: cannot open: {exc}") from None
@@ -406,6 +387,36 @@ class SqliteStore(Store):
             self._close_connections()
             if isinstance(exc, StoreError):
                 raise ConfigError(f"{flag('store')}: {exc}") from None
+            raise
+
+    def _create_or_migrate(self, conn: sqlite3.Connection) -> None:
+        """A new file gets the schema, an older one is brought up to it.
+
+        WAL first (it cannot change inside a transaction), then the work under
+        the write lock, looking again there: another process may have done it
+        meanwhile."""
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            app_id, version, objects = self._inspect(conn)
+            refusal = self._refusal(app_id, version, objects)
+            if refusal:
+                raise ConfigError(refusal)
+            if version == 0:
+                for statement in _CREATE_V1:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                version = 1
+            elif version < SCHEMA_VERSION:
+                log.warning("history store: migrating %s from schema version %d to %d",
+                            self._path, version, SCHEMA_VERSION)
+            while version < SCHEMA_VERSION:
+                MIGRATIONS[version](conn)
+                version += 1
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
             raise
 
     # ---- writing -----------------------------------------------------------
@@ -417,9 +428,10 @@ class SqliteStore(Store):
             if self._closed:
                 raise StoreError(f"sqlite {self._path}: the store is closed")
             was_empty = not self._pending
-            self._pending.pop(exchange.id, None)  # a new version of an id goes to the back
-            self._pending[exchange.id] = exchange
             self._added += 1
+            # A new version of an id goes to the back, so the queue stays in add order.
+            self._pending.pop(exchange.id, None)
+            self._pending[exchange.id] = (self._added, exchange)
             heapq.heappush(self._queued_ids, exchange.id)
             if len(self._pending) > self._limit:
                 # More than --history queued: the smallest id queued cannot be
@@ -439,7 +451,8 @@ class SqliteStore(Store):
         """Write these exchanges now, in one transaction; StoreError when the file refuses."""
         if self._limit <= 0:
             return
-        self._write(list(exchanges))
+        with self._write_lock:
+            self._write(list(exchanges))
 
     def _write(self, exchanges: Sequence[Exchange]) -> None:
         rows = []
@@ -465,6 +478,11 @@ class SqliteStore(Store):
         except sqlite3.Error as exc:
             raise StoreError(f"sqlite {self._path}: write failed: {exc}") from exc
 
+    def _done(self, target: int) -> bool:
+        """Whether every add up to the `target`-th is written (or gone from the queue)."""
+        # The queue is in add order: its first entry is the oldest add still waiting.
+        return not self._pending or next(iter(self._pending.values()))[0] > target
+
     def _write_loop(self) -> None:
         while True:
             with self._cond:
@@ -475,30 +493,32 @@ class SqliteStore(Store):
                 if not (self._stopping or self._flush_wanted or len(self._pending) >= BATCH):
                     # Let a few more arrive: one commit for many adds.
                     self._cond.wait(FLUSH_SECONDS)
-                batch = list(itertools.islice(self._pending.items(), BATCH))
-                upto = self._added if len(self._pending) <= BATCH else None
                 self._flush_wanted = False
             try:
-                self._write([exchange for _, exchange in batch])
+                with self._write_lock:
+                    # Taken under the write lock, so a clear() meanwhile is not undone.
+                    with self._cond:
+                        batch = list(itertools.islice(self._pending.items(), BATCH))
+                    if batch:
+                        self._write([exchange for _, (_, exchange) in batch])
             except Exception as exc:  # noqa: BLE001 - whatever it is, the writer must live on and say so
                 with self._cond:
                     if self._failing is None:
                         log.error("history store failing, %d exchanges waiting to be written: %s",
                                   len(self._pending), exc)
                     self._failing = str(exc)
-                    if self._stopping:
+                    self._cond.notify_all()
+                    if self._stopping and time.monotonic() >= self._stop_by:
                         return
-                    self._cond.wait(RETRY_SECONDS)
+                    self._cond.wait(RETRY_SECONDS / 10 if self._stopping else RETRY_SECONDS)
                 continue
             with self._cond:
                 if self._failing is not None:
                     log.warning("history store is writable again: %s", self._path)
                     self._failing = None
-                for exchange_id, exchange in batch:
-                    if self._pending.get(exchange_id) is exchange:
+                for exchange_id, entry in batch:
+                    if self._pending.get(exchange_id) is entry:
                         del self._pending[exchange_id]
-                if upto is not None:
-                    self._written = max(self._written, upto)
                 self._cond.notify_all()
 
     def _settle(self) -> list[Exchange]:
@@ -509,8 +529,8 @@ class SqliteStore(Store):
                 target = self._added
                 self._flush_wanted = True
                 self._cond.notify_all()
-                self._cond.wait_for(lambda: self._written >= target or self._failing is not None, self._timeout)
-            return list(self._pending.values())
+                self._cond.wait_for(lambda: self._done(target) or self._failing is not None, self._timeout)
+            return [exchange for _, exchange in self._pending.values()]
 
     # ---- reading -----------------------------------------------------------
 
@@ -595,20 +615,21 @@ class SqliteStore(Store):
         return found[: query.limit]
 
     def clear(self, bin: str | None = None) -> None:  # noqa: A002 - the name the Store interface uses
-        """Forget every exchange, or only those of one bin."""
-        self._settle()
-        with self._cond:
-            for exchange_id, exchange in list(self._pending.items()):
-                if bin is None or exchange.request.bin == bin:
-                    del self._pending[exchange_id]
+        """Forget every exchange, or only those of one bin: queued and written."""
         conn = self._conn()
-        try:
-            if bin is None:
-                conn.execute("DELETE FROM exchanges")
-            else:
-                conn.execute("DELETE FROM exchanges WHERE bin = ?", (bin,))
-        except sqlite3.Error as exc:
-            raise StoreError(f"sqlite {self._path}: clear failed: {exc}") from exc
+        with self._write_lock:
+            with self._cond:
+                for exchange_id, (_, exchange) in list(self._pending.items()):
+                    if bin is None or exchange.request.bin == bin:
+                        del self._pending[exchange_id]
+                self._cond.notify_all()
+            try:
+                if bin is None:
+                    conn.execute("DELETE FROM exchanges")
+                else:
+                    conn.execute("DELETE FROM exchanges WHERE bin = ?", (bin,))
+            except sqlite3.Error as exc:
+                raise StoreError(f"sqlite {self._path}: clear failed: {exc}") from exc
 
     def count(self) -> int:
         queued = self._settle()
@@ -646,7 +667,7 @@ class SqliteStore(Store):
             target = self._added
             self._flush_wanted = True
             self._cond.notify_all()
-            return self._cond.wait_for(lambda: self._written >= target or not self._pending, timeout)
+            return self._cond.wait_for(lambda: self._done(target), timeout)
 
     def close(self) -> None:
         """Write everything queued (at most CLOSE_SECONDS), then let go of the file."""
@@ -655,8 +676,9 @@ class SqliteStore(Store):
                 return
             self._closed = True
             self._stopping = True
+            self._stop_by = time.monotonic() + CLOSE_SECONDS
             self._cond.notify_all()
-        self._writer.join(CLOSE_SECONDS)
+        self._writer.join(CLOSE_SECONDS + self._timeout)
         with self._cond:
             left = len(self._pending)
         if left:
