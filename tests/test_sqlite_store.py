@@ -27,6 +27,7 @@ import pytest
 from test_store_contract import STORE_TIMEOUT, OpenStore, exchange, full_exchange, ident, ids_of
 from test_store_contract import TestStoreContract as _Contract
 
+from echo.config import ConfigError, load_settings
 from echo.history import MemoryStore, Query, Store, StoreOptions, make_store
 from echo.history.codec import exchange_to_bytes
 from echo.history.sqlite_store import APPLICATION_ID, SCHEMA_VERSION, SqliteStore, _where
@@ -513,3 +514,17 @@ def test_the_image_declares_a_volume_for_the_history_owned_by_its_user() -> None
     assert made and made[0] < words.index("VOLUME"), "created (and owned) before the VOLUME line fixes it"
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert "ECHO_STORE: sqlite:////data/echo.db" in readme and "- echo-history:/data" in readme
+
+
+@pytest.mark.parametrize("value, ok", [
+    ("sqlite:////data/echo.db", True),
+    ("sqlite:///echo.db", True),
+    ("sqlite://data/echo.db", False),
+    ("sqlite:/data/echo.db", False),
+])
+def test_echo_store_takes_sqlite_urls_from_the_environment(value: str, ok: bool) -> None:
+    if ok:
+        assert load_settings({"ECHO_STORE": value}, {}).store == value
+    else:
+        with pytest.raises(ConfigError, match="ECHO_STORE|three slashes"):
+            load_settings({"ECHO_STORE": value}, {})
