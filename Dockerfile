@@ -42,7 +42,13 @@ LABEL org.opencontainers.image.title="Echo" \
 
 # A fixed numeric id, so Kubernetes' runAsNonRoot can verify it without a passwd lookup.
 RUN groupadd --system --gid 10001 echo \
-    && useradd --system --no-log-init --uid 10001 --gid echo --no-create-home --shell /usr/sbin/nologin echo
+    && useradd --system --no-log-init --uid 10001 --gid echo --no-create-home --shell /usr/sbin/nologin echo \
+    && install -d -o 10001 -g 10001 -m 0750 /data
+
+# Where an SQLite history lives (ECHO_STORE=sqlite:////data/echo.db): mount a
+# volume here and the history survives the container. Owned by the image's
+# user, so a fresh named volume (which copies this directory) is writable.
+VOLUME /data
 
 COPY --from=build /opt/echo /opt/echo
 
@@ -59,6 +65,7 @@ EXPOSE 8080
 # `echo-server health` asks the address the server really bound (from its
 # runtime file), so flags such as --port or --ui-prefix work as well as ECHO_*
 # variables. It checks /_/healthz: unhealthy while a Redis store is unreachable
+# (or an SQLite file is not writable)
 # (`docker ps` shows it; use `echo-server health --live` to check only that it serves).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
     CMD ["echo-server", "health"]

@@ -86,7 +86,7 @@ HISTORY_COST = 0.10
 RSS_SMALL_MIB = 64
 RSS_LARGE_MIB = 140
 
-ALL_TARGETS = ("echo", "echo-nohistory", "echo-log", "echo-httpbin", "httpbin", "flask-hello")
+ALL_TARGETS = ("echo", "echo-nohistory", "echo-log", "echo-sqlite", "echo-httpbin", "httpbin", "flask-hello")
 DEFAULT_TARGETS = ("echo", "echo-nohistory", "echo-httpbin", "httpbin", "flask-hello")
 ALL_WORKLOADS = ("get", "post-json", "multipart", "httpbin-get")
 
@@ -671,6 +671,11 @@ def build_targets(wanted: list[str], python: str, quick: bool, notes: list[str])
         elif name == "echo-log":
             # The access log priced: `echo` with --log text, its stdout going to a file.
             targets.append(Target(name, "echo --log text", echo_command(python, log="text"), _echo_check))
+        elif name == "echo-sqlite":
+            # History in an SQLite file (a fresh one per run), written in batches by its writer thread.
+            database = Path(tempfile.mkdtemp(prefix="echo-bench-")) / "history.db"
+            targets.append(Target(name, "echo --store sqlite", echo_command(python, "--store", f"sqlite:///{database}"),
+                                  _echo_check))
         elif name == "echo-httpbin":
             # Echo as the httpbin drop-in; it answers as httpbin does, so httpbin's check applies.
             targets.append(Target(name, "echo --httpbin", echo_command(python, "--httpbin"), _httpbin_check,
@@ -698,7 +703,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="smoke test: 1 s warm-up, one 2 s run per target and workload; httpbin is skipped "
                              "when it cannot be installed")
     parser.add_argument("--targets", default=",".join(DEFAULT_TARGETS),
-                        help=f"comma-separated, from {', '.join(ALL_TARGETS)} (echo-log: Echo with --log text)")
+                        help=f"comma-separated, from {', '.join(ALL_TARGETS)} (echo-log: Echo with --log text; "
+                        "echo-sqlite: history in an SQLite file)")
     parser.add_argument("--workloads", default=",".join(ALL_WORKLOADS),
                         help=f"comma-separated: {', '.join(ALL_WORKLOADS)} (GET /get, Echo with --httpbin vs httpbin)")
     parser.add_argument("--duration", type=int, help="seconds per run (default 10, --quick 2)")

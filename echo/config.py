@@ -153,9 +153,29 @@ def _host(raw: str) -> str:
 def _store(raw: str) -> str:
     text = str(raw).strip()
     scheme = urlsplit(text).scheme.lower()
-    if scheme not in ("memory", "redis", "rediss", "unix"):
-        raise ConfigError(f"{raw!r}: unknown store scheme (use memory:// or redis://host:port/db)")
+    if scheme not in ("memory", "redis", "rediss", "unix", "sqlite"):
+        raise ConfigError(f"{raw!r}: unknown store scheme (use memory://, redis://host:port/db or sqlite:///PATH)")
+    if scheme == "sqlite":
+        sqlite_path(text)
     return text
+
+
+def sqlite_path(url: str) -> str:
+    """The file an sqlite:// store URL names: sqlite:///relative/path.db or sqlite:////absolute/path.db.
+
+    The path is taken as written (no percent-decoding); a host, a query or a
+    fragment is refused rather than silently ignored.
+    """
+    scheme, sep, rest = url.strip().partition("://")
+    if not sep or scheme.lower() != "sqlite" or not rest.startswith("/"):
+        raise ConfigError(f"{url!r}: an SQLite store is sqlite:///relative/path.db or sqlite:////absolute/path.db "
+                          "(three slashes, then the path)")
+    path = rest[1:]
+    if not path or path.endswith("/"):
+        raise ConfigError(f"{url!r}: name the database file after sqlite:///, e.g. sqlite:////data/echo.db")
+    if "?" in path or "#" in path or "\x00" in path:
+        raise ConfigError(f"{url!r}: an SQLite store URL takes no options (no '?' or '#' in the path)")
+    return path
 
 
 def _prefix(raw: str) -> str:
@@ -256,9 +276,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("connection_limit", _int(1, 1_000_000), CONNECTION_LIMIT, "client connections open at once; more wait unaccepted until one closes", "N"),
     Setting("channel_timeout", _int(1, 86_400), CHANNEL_TIMEOUT_SECONDS, "seconds an idle connection is kept open", "SECONDS"),
     Setting("history", _int(0), HISTORY_LIMIT, "exchanges kept in history; 0 turns recording off", "N"),
-    Setting("history_ttl", _seconds, 0.0, "seconds an exchange is kept in a Redis store; 0 keeps it until --history pushes it out", "SECONDS"),
     Setting("max_scan", _int(1), MAX_SCAN, "kept exchanges one filtered list, page or wait may examine; where it stops, the answer says so (partial, next)", "N"),
-    Setting("store", _store, "memory://", "history store: memory:// or redis://[:password@]host:port/db (rediss:// for TLS)", "URL"),
+    Setting("history_ttl", _seconds, 0.0, "seconds an exchange is kept in a Redis or SQLite store; 0 keeps it until --history pushes it out", "SECONDS"),
+    Setting("store", _store, "memory://", "history store: memory://, redis://[:password@]host:port/db (rediss:// for TLS) or sqlite:///PATH (sqlite:////abs/path.db)", "URL"),
     Setting("store_prefix", _text, "echo", "key prefix in a shared Redis, so several deployments can use one", "PREFIX"),
     Setting("store_timeout", _seconds, 0.5, "seconds a store call may take before the exchange is dropped from history", "SECONDS"),
     Setting("start_without_store", _bool, False, "start even when the store cannot be reached at start-up"),

@@ -34,6 +34,7 @@ FLOORS: dict[str, int] = {
 OWNERS: dict[str, frozenset[str]] = {
     "flask": frozenset({"web", "app"}),
     "redis": frozenset({"history"}),
+    "sqlite3": frozenset({"history"}),
     "waitress": frozenset({"web", "cli", "pytest_plugin"}),  # the plugin serves from a thread
 }
 

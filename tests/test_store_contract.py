@@ -34,6 +34,7 @@ from echo.history import MemoryStore, Query, Store, StoreError, redis_store
 from echo.history.codec import CodecError, exchange_from_bytes, exchange_to_bytes
 from echo.history.packed import Packed, pack, unpack
 from echo.history.redis_store import RedisStore
+from echo.history.sqlite_store import SqliteStore
 from echo.model.factory import make_exchange, make_request, make_response
 from echo.model.records import Exchange, FileInfo, IdSource, RequestRecord, ResponseRecord
 
@@ -136,7 +137,7 @@ def unique_prefix() -> str:
 OpenStore = Callable[[int], tuple[Store, Store]]
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis), "sqlite"])
 def open_store(request: pytest.FixtureRequest) -> Iterator[OpenStore]:
     """open_store(limit) -> (writer, reader): two handles on one fresh history."""
     opened: list[Store] = []
@@ -144,6 +145,15 @@ def open_store(request: pytest.FixtureRequest) -> Iterator[OpenStore]:
     if request.param == "memory":
         def make(limit: int) -> tuple[Store, Store]:
             store = MemoryStore(limit)
+            opened.append(store)
+            return store, store
+    elif request.param == "sqlite":
+        # One store, so reads see its own not-yet-written adds; two stores on
+        # one file run this contract again in test_sqlite_store.py.
+        folder: Path = request.getfixturevalue("tmp_path")
+
+        def make(limit: int) -> tuple[Store, Store]:
+            store = SqliteStore(f"sqlite:///{folder}/history-{len(opened)}.db", limit=limit, timeout=STORE_TIMEOUT)
             opened.append(store)
             return store, store
     else:

@@ -2,7 +2,7 @@
 
 `make_store(options)` looks the --store URL's scheme up in `STORES`; a new
 backend is one more row there. This folder is the only importer of a store
-client (redis-py).
+client (redis-py, sqlite3).
 """
 
 from __future__ import annotations
@@ -41,12 +41,19 @@ def _redis(options: StoreOptions) -> Store:
     return RedisStore(options.url, limit=options.limit, prefix=options.prefix, timeout=options.timeout, ttl=options.ttl)
 
 
+def _sqlite(options: StoreOptions) -> Store:
+    from .sqlite_store import SqliteStore
+
+    return SqliteStore(options.url, limit=options.limit, timeout=options.timeout, ttl=options.ttl)
+
+
 # URL scheme -> backend (the settings table accepts exactly these schemes).
 STORES: dict[str, Callable[[StoreOptions], Store]] = {
     "memory": _memory,
     "redis": _redis,
     "rediss": _redis,
     "unix": _redis,
+    "sqlite": _sqlite,
 }
 
 
