@@ -211,12 +211,14 @@ class BufferedStore(Store):
                     recovered = (time.monotonic() - self._failing_since, self.dropped - self._dropped_before)
                     self._failing_since = None
                 self._warned_full = False
-            if not self._queue:
-                self._empty.notify_all()
         if recovered is not None:
             down, dropped = recovered
             log.warning("history store is back after %.1f s; the exchanges buffered meanwhile are written, "
                         "%d were dropped (buffer full)", down, dropped)
+        with self._lock:
+            # After the log line: a flush that returns has seen the outage end in full.
+            if not self._queue:
+                self._empty.notify_all()
 
     def _failed(self, failure: BaseException) -> None:
         with self._lock:
