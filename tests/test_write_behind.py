@@ -87,6 +87,7 @@ class Switch(Store):
         self.fail_reads = False
         self.half_write: str | None = None  # "half": the first half then a failure; "all": all, reply lost
         self.unstorable_first = False
+        self.stall_after: int | None = None  # hang once this many batches are written
         self.gate = threading.Event()  # add_many waits here while it is clear, as on a stalled store
         self.gate.set()
         self.batches: list[list[str]] = []  # every batch written in full, in order
@@ -112,6 +113,9 @@ class Switch(Store):
             raise UnstorableError("exchange cannot be stored", 1)
         self.inner.add_many(exchanges)
         self.batches.append(ids(exchanges))
+        if self.stall_after is not None and len(self.batches) >= self.stall_after:
+            self.stall_after = None
+            self.gate.clear()  # the next write hangs
 
     def _read(self) -> None:
         if self.fail_reads:
@@ -292,6 +296,24 @@ def test_healthz_is_degraded_until_the_buffer_has_caught_up(
     switch.fail_writes = False
     assert queue.flush(SETTLE_SECONDS) == 0
     assert queue.health().ok
+
+
+def test_health_stays_degraded_while_the_backlog_of_an_outage_is_written(
+        queues: Callable[..., tuple[BufferedStore, Switch]]) -> None:
+    queue, switch = queues()
+    switch.down()
+    for n in range(250):
+        queue.add(exchange(n))
+    assert settle(lambda: switch.attempts >= 1)
+    switch.stall_after = 1  # one batch of the backlog is written, then the writer hangs
+    switch.up()
+    assert settle(lambda: len(switch.batches) == 1 and not switch.gate.is_set())
+    health = queue.health()
+    assert (health.ok, health.buffered) == (False, 250 - buffered.BATCH)
+    switch.gate.set()
+    assert queue.flush(SETTLE_SECONDS) == 0
+    assert queue.health().ok
+    assert switch.written() == [ident(n) for n in range(250)]
 
 
 @pytest.mark.parametrize("extra", [0, 1, 5])

@@ -108,6 +108,7 @@ class BufferedStore(Store):
         self._failing_since: float | None = None
         self._last_error = ""
         self._dropped_before = 0
+        self._backlog_end: int | None = None  # once the store is back: the seq after the last buffered
         self._warned_full = False
 
     # ---- writes -----------------------------------------------------------
@@ -206,10 +207,14 @@ class BufferedStore(Store):
                 self._bytes -= entry.size
                 if self._by_id.get(entry.exchange.id) is entry:
                     del self._by_id[entry.exchange.id]
-            if len(self._queue) < BATCH:  # caught up: what waits arrived during the last write
+            if self._failing_since is not None and self._backlog_end is None:
+                self._backlog_end = self._seq  # the store is back: what arrived until now is the backlog
+            if not self._queue or self._queue[0].seq >= (self._backlog_end or 0):
+                # Caught up: whatever waits arrived after the store was back.
                 if self._failing_since is not None:
                     recovered = (time.monotonic() - self._failing_since, self.dropped - self._dropped_before)
                     self._failing_since = None
+                    self._backlog_end = None
                 self._warned_full = False
         if recovered is not None:
             down, dropped = recovered
@@ -227,6 +232,7 @@ class BufferedStore(Store):
             self.dropped += self._lost_in_flight
             self._lost_in_flight = 0
             self._last_error = str(failure) or type(failure).__name__
+            self._backlog_end = None  # failing again before the backlog was written: still one outage
             first = self._failing_since is None
             if first:
                 self._failing_since = time.monotonic()
