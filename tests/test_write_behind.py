@@ -12,7 +12,9 @@ hangs or half-writes on demand the way a store behind a network does.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import threading
 import time
 import uuid
@@ -36,6 +38,7 @@ from echo.history import (
     make_store,
 )
 from echo.history.buffered import approximate_size
+from echo.history.codec import exchange_from_bytes, exchange_to_bytes
 from echo.history.redis_store import RedisStore
 from echo.model.factory import make_exchange, make_request, make_response
 from echo.model.filter import parse
@@ -534,3 +537,23 @@ def test_healthz_and_metrics_while_redis_is_unreachable() -> None:
 def test_healthz_says_ok_with_nothing_buffered_for_memory() -> None:
     doc = create_app({"log": "off"}, environ={}).test_client().get("/_/healthz").get_json()
     assert doc["status"] == "ok" and "buffered" not in doc
+
+
+# ---- the codec the writer runs for every exchange ----------------------------------------
+
+@pytest.mark.parametrize("change", [
+    {},
+    {"controls": {"weights": [0.5, float("inf")]}},  # orjson would write null
+    {"controls": {"n": 2**70}},  # over 64 bits
+    {"rule": {"name": "caf\u00e9", "id": "r1", "step": 1}},  # non-ASCII: escaped
+    {"rule": {"name": "\ud800", "id": "r1", "step": 1}},  # a lone surrogate
+])
+def test_the_codec_writes_ascii_json_that_reads_back_exactly(change: dict[str, Any]) -> None:
+    original = dataclasses.replace(exchange(1), **change)
+    data = exchange_to_bytes(original)
+    assert data.isascii()
+    again = exchange_from_bytes(data)
+    if "weights" in change.get("controls", {}):
+        assert math.isinf(again.controls["weights"][1])
+    else:
+        assert again == original
