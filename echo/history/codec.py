@@ -41,6 +41,9 @@ def exchange_to_bytes(exchange: Exchange) -> bytes:
     """One exchange as compact ASCII JSON (non-ASCII text escaped, so any str,
     even one holding lone surrogates, encodes)."""
     request, response = exchange.request, exchange.response
+    kept_json = None if request.kept_json is JSON_FROM_BODY else request.kept_json
+    controls = dict(exchange.controls)
+    rule = None if exchange.rule is None else dict(exchange.rule)
     doc = {
         "v": FORMAT_VERSION,
         "request": {
@@ -63,7 +66,7 @@ def exchange_to_bytes(exchange: Exchange) -> bytes:
                 for f in request.files
             ],
             # A large JSON body is kept as its bytes only and parsed again on read.
-            "json": None if request.kept_json is JSON_FROM_BODY else request.kept_json,
+            "json": kept_json,
             "json_from_body": request.kept_json is JSON_FROM_BODY,
             "body": _bytes_out(request.body),
             "body_size": request.body_size,
@@ -85,12 +88,11 @@ def exchange_to_bytes(exchange: Exchange) -> bytes:
             "content_type": response.content_type,
             "truncated": response.truncated,
         },
-        "controls": dict(exchange.controls),
+        "controls": controls,
         "duration_ms": exchange.duration_ms,
-        "rule": None if exchange.rule is None else dict(exchange.rule),
+        "rule": rule,
     }
-    if _finite(request.started) and _finite(exchange.duration_ms) and _finite(doc["controls"]) \
-            and _finite(doc["request"]["json"]) and _finite(doc["rule"]):
+    if all(map(_finite, (request.started, exchange.duration_ms, controls, kept_json, rule))):
         try:
             data = orjson.dumps(doc)
         except TypeError:  # orjson.JSONEncodeError: an int over 64 bits, a lone surrogate
@@ -146,10 +148,6 @@ def exchange_from_bytes(data: bytes) -> Exchange:
         raise
     except (ValueError, TypeError, KeyError, AttributeError, RecursionError, binascii.Error) as exc:
         raise CodecError(f"stored exchange is unreadable: {exc!r}") from None
-
-
-def _pairs_out(pairs: Pairs) -> list[list[str]]:
-    return [[name, value] for name, value in pairs]
 
 
 def _pairs_in(items: Any) -> Pairs:
