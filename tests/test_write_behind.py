@@ -305,18 +305,20 @@ def test_health_stays_degraded_while_the_backlog_of_an_outage_is_written(
         queues: Callable[..., tuple[BufferedStore, Switch]]) -> None:
     queue, switch = queues()
     switch.down()
-    for n in range(250):
+    for n in range(150):
         queue.add(exchange(n))
     assert settle(lambda: switch.attempts >= 1)
-    switch.stall_after = 1  # one batch of the backlog is written, then the writer hangs
+    # One batch of the backlog is written, then the writer hangs: fewer than a
+    # batch wait, all of them from the outage.
+    switch.stall_after = 1
     switch.up()
     assert settle(lambda: len(switch.batches) == 1 and not switch.gate.is_set())
     health = queue.health()
-    assert (health.ok, health.buffered) == (False, 250 - buffered.BATCH)
+    assert (health.ok, health.buffered) == (False, 150 - buffered.BATCH)
     switch.gate.set()
     assert queue.flush(SETTLE_SECONDS) == 0
     assert queue.health().ok
-    assert switch.written() == [ident(n) for n in range(250)]
+    assert switch.written() == [ident(n) for n in range(150)]
 
 
 @pytest.mark.parametrize("extra", [0, 1, 5])
