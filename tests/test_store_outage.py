@@ -229,9 +229,19 @@ def test_no_request_waits_on_a_stalled_redis_and_the_answering_process_shows_its
 
 def test_a_clean_stop_writes_what_waits(durable_redis: DurableRedis, echo_server: Callable[..., EchoServer]) -> None:
     key = prefix()
-    server = echo_server("--store", durable_redis.url, "--store-prefix", key, "--log", "off")
-    sent = [echo(server, f"/n/{n}") for n in range(50)]
-    assert server.stop() == 0
+    server = echo_server("--store", durable_redis.url, "--store-prefix", key, "--store-timeout", "0.3",
+                         "--log", "off")
+    assert durable_redis.server is not None
+    pid = durable_redis.server.proc.pid
+    os.kill(pid, signal.SIGSTOP)  # stalled: everything answered waits in the queue
+    try:
+        sent = [echo(server, f"/n/{n}") for n in range(30)]
+        server.proc.send_signal(signal.SIGTERM)
+        time.sleep(1.0)  # the stop has begun, and waits for the store
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert server.proc.wait(10) == 0
+    server.stop()
     assert in_redis(durable_redis.url, key) == sent
     assert "not written" not in "".join(server.lines())
 
