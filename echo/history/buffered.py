@@ -37,6 +37,8 @@ BATCH = 100
 # Bytes (by `approximate_size`) per batch: a batch of large exchanges is cut
 # short so one call stays well under a --store-timeout.
 BATCH_BYTES = 4 * 1024 * 1024
+# How long the writer waits for more before writing a batch that is not full.
+LINGER_SECONDS = 0.002
 # Backoff between attempts while the store fails: the first retry is soon (a
 # restarted Redis is back in a moment), later ones at most a second apart so
 # the backlog is written within a second of the store's return.
@@ -167,6 +169,12 @@ class BufferedStore(Store):
                     self._work.wait()
                 if not self._queue or (self._closing and time.monotonic() >= self._stop_by):
                     return
+                linger = len(self._queue) < BATCH and not self._flushed
+            if linger:
+                # Let a busy echo's next answers join this batch: one round trip
+                # for many exchanges instead of one each, for a few ms of delay
+                # before other replicas see them.
+                time.sleep(LINGER_SECONDS)
             with self._writing:
                 with self._lock:
                     batch = self._take()
