@@ -92,7 +92,7 @@ def exchange_to_bytes(exchange: Exchange) -> bytes:
         "duration_ms": exchange.duration_ms,
         "rule": rule,
     }
-    if all(map(_finite, (request.started, exchange.duration_ms, controls, kept_json, rule))):
+    if _finite((request.started, exchange.duration_ms, controls, kept_json, rule)):
         try:
             data = orjson.dumps(doc)
         except TypeError:  # orjson.JSONEncodeError: an int over 64 bits, a lone surrogate
@@ -107,13 +107,19 @@ def exchange_to_bytes(exchange: Exchange) -> bytes:
 
 
 def _finite(value: Any) -> bool:
-    """No float in `value` is NaN or infinite (what orjson would write as null)."""
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if isinstance(value, (list, tuple)):
-        return all(map(_finite, value))
-    if isinstance(value, dict):
-        return all(map(_finite, value.values()))
+    """No float in `value` is NaN or infinite (what orjson would write as null).
+
+    A loop, not recursion: it runs for every exchange the Redis store writes."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return False
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
     return True
 
 
