@@ -192,7 +192,8 @@ class BufferedStore(Store):
                     failure = exc
                 except Exception as exc:  # noqa: BLE001 - a bug in a backend must not end the writer
                     failure = exc
-                    log.exception("history store: unexpected error writing a batch")
+                    if self._failing_since is None:  # with its traceback, once per outage
+                        log.exception("history store: unexpected error writing a batch")
                 if failure is None:
                     self._written(batch, unstorable)
                     delay = RETRY_FIRST_SECONDS
