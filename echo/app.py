@@ -56,6 +56,8 @@ def store_options(settings: Settings) -> StoreOptions:
         prefix=settings.store_prefix,
         timeout=settings.store_timeout,
         ttl=settings.history_ttl,
+        buffer=settings.store_buffer,
+        buffer_bytes=settings.store_buffer_bytes,
     )
 
 

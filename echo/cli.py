@@ -37,6 +37,9 @@ WAITRESS_BODY_FACTOR = 4
 # the contract is a stop within 5 s.
 DRAIN_SECONDS = 3.0
 SHUTDOWN_GRACE_SECONDS = 0.5
+# Then the write-behind queue is written to the store until this long after
+# the signal; what is left (the store is down) is counted in one log line.
+STORE_FLUSH_BY_SECONDS = 4.5
 # File descriptors beyond --connection-limit: listening sockets, the wake-up
 # pipe, the store's connections, temporary files of large bodies, logs.
 DESCRIPTOR_HEADROOM = 64
@@ -309,7 +312,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         held.stop()
         server.task_dispatcher.shutdown(cancel_pending=True, timeout=SHUTDOWN_GRACE_SECONDS)  # type: ignore[arg-type]
         server.close()
-        store.close()
+        flush_by = (stopped_at[0] if stopped_at else time.monotonic()) + STORE_FLUSH_BY_SECONDS
+        store.flush(max(0.0, flush_by - time.monotonic()))
+        store.close()  # logs how many exchanges could not be written
         if runtime_path:
             runtime.remove(runtime_path, os.getpid())
     _say(settings, "stop", "Echo stopped")

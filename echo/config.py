@@ -41,6 +41,17 @@ HISTORY_LIMIT = 1000
 # fetch each exchange): 10,000 is a few milliseconds of matching in memory.
 MAX_SCAN = 10_000
 
+# Exchanges waiting to be written while the store (Redis) is down or slow:
+# an outage of a few minutes under a busy test run loses nothing. Past it the
+# oldest waiting are dropped (counted in echo_store_dropped_total).
+STORE_BUFFER = 10_000
+
+# Bytes of those waiting exchanges, as their bodies, URL and headers plus about
+# 1 KiB each: 10,000 typical exchanges (a few KiB) fit, and so do ~250 that keep
+# two full --keep-body bodies, so an outage under large uploads holds at most
+# about another default history's worth of memory.
+STORE_BUFFER_BYTES = 64 * 1024 * 1024
+
 # Request line plus headers. Browsers and proxies cap headers near 8-64 KiB;
 # beyond this waitress answers 431 before the app runs.
 MAX_HEADER_BYTES = 64 * 1024
@@ -280,8 +291,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("history_ttl", _seconds, 0.0, "seconds an exchange is kept in a Redis or SQLite store; 0 keeps it until --history pushes it out", "SECONDS"),
     Setting("store", _store, "memory://", "history store: memory://, redis://[:password@]host:port/db (rediss:// for TLS) or sqlite:///PATH (sqlite:////abs/path.db)", "URL"),
     Setting("store_prefix", _text, "echo", "key prefix in a shared Redis, so several deployments can use one", "PREFIX"),
-    Setting("store_timeout", _seconds, 0.5, "seconds a store call may take before the exchange is dropped from history", "SECONDS"),
+    Setting("store_timeout", _seconds, 0.5, "seconds a store call may take before it counts as failed (writes are then retried from the buffer)", "SECONDS"),
     Setting("start_without_store", _bool, False, "start even when the store cannot be reached at start-up"),
+    Setting("store_buffer", _int(1), STORE_BUFFER, "exchanges waiting to be written to a Redis store (kept through an outage); past it the oldest are dropped", "N"),
+    Setting("store_buffer_bytes", _int(1), STORE_BUFFER_BYTES, "bytes of exchanges waiting to be written to a Redis store; past it the oldest are dropped", "BYTES"),
     Setting("max_body", _int(0), MAX_BODY_BYTES, "largest request body, on the wire and decoded; larger ones get 413", "BYTES"),
     Setting("keep_body", _int(0), KEEP_BODY_BYTES, "request/response body bytes kept per exchange in history", "BYTES"),
     Setting("max_header", _int(1024), MAX_HEADER_BYTES, "largest request line plus headers; larger ones get 431", "BYTES"),
@@ -334,6 +347,8 @@ class Settings:
     store_prefix: str = _default("store_prefix")
     store_timeout: float = _default("store_timeout")
     start_without_store: bool = _default("start_without_store")
+    store_buffer: int = _default("store_buffer")
+    store_buffer_bytes: int = _default("store_buffer_bytes")
     max_body: int = _default("max_body")
     keep_body: int = _default("keep_body")
     max_header: int = _default("max_header")

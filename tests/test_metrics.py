@@ -13,6 +13,7 @@ import json
 import math
 import re
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -316,7 +317,12 @@ def test_store_errors_are_counted_while_redis_is_down(echo_server: Callable[...,
         redis.proc.wait(10)
     status, _, _ = get(server.url + "/while-down")
     assert status == 200  # the echo keeps answering
+    # The write fails in the write-behind writer, a moment after the answer.
+    deadline = time.monotonic() + 10
     down = scrape(server)
+    while down["echo_store_errors_total"].value() < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        down = scrape(server)
     assert down["echo_store_errors_total"].value() >= 1
     # The store cannot say how much it holds: the gauge is left out, not made up.
     assert down["echo_history_size"].samples == {}

@@ -1,8 +1,9 @@
 """History: the store interface, its backends, and the table that picks one.
 
 `make_store(options)` looks the --store URL's scheme up in `STORES`; a new
-backend is one more row there. This folder is the only importer of a store
-client (redis-py, sqlite3).
+backend is one more row there. A backend whose writes wait on I/O is put
+behind the write-behind queue (`BufferedStore`), so no request waits on it.
+This folder is the only importer of a store client (redis-py, sqlite3).
 """
 
 from __future__ import annotations
@@ -11,11 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from .base import DEFAULT_PAGE, Health, Page, Query, Store, StoreError
+from ..config import STORE_BUFFER, STORE_BUFFER_BYTES
+from .base import DEFAULT_PAGE, Health, Page, Query, Store, StoreError, UnstorableError, WriteStats
+from .buffered import BufferedStore
 from .memory import MemoryStore
 
 __all__ = [
-    "DEFAULT_PAGE", "STORES", "Health", "MemoryStore", "Page", "Query", "Store", "StoreError", "StoreOptions", "make_store",
+    "DEFAULT_PAGE", "STORES", "BufferedStore", "Health", "MemoryStore", "Page", "Query", "Store", "StoreError",
+    "StoreOptions", "UnstorableError", "WriteStats", "make_store",
 ]
 
 
@@ -28,6 +32,8 @@ class StoreOptions:
     prefix: str = "echo"
     timeout: float = 0.5
     ttl: float = 0.0
+    buffer: int = STORE_BUFFER  # exchanges the write-behind queue holds
+    buffer_bytes: int = STORE_BUFFER_BYTES
 
 
 def _memory(options: StoreOptions) -> Store:
@@ -58,5 +64,9 @@ STORES: dict[str, Callable[[StoreOptions], Store]] = {
 
 
 def make_store(options: StoreOptions) -> Store:
-    """The backend named by the store URL (validated by the settings already)."""
-    return STORES[urlsplit(options.url).scheme.lower()](options)
+    """The backend named by the store URL (validated by the settings already),
+    behind the write-behind queue when its writes wait on I/O."""
+    store = STORES[urlsplit(options.url).scheme.lower()](options)
+    if not store.write_behind:
+        return store
+    return BufferedStore(store, max_items=options.buffer, max_bytes=options.buffer_bytes, limit=options.limit)

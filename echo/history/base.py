@@ -1,5 +1,9 @@
 """The history store contract: what every backend (memory, Redis) must do.
 
+A backend whose writes wait on I/O says so (`write_behind`); `make_store`
+then puts it behind the write-behind queue (`buffered.BufferedStore`), so no
+request waits on it.
+
 Exchanges are identified by ids that sort as strings in arrival order, so
 "newest first" is "largest id first" in every backend, and `before=<id>` pages
 are plain string comparisons.
@@ -9,6 +13,7 @@ from __future__ import annotations
 
 import abc
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..model.filter import Filter
@@ -72,20 +77,51 @@ class Health:
     ok: bool
     backend: str
     detail: str = ""
+    # Exchanges waiting in the write-behind queue; None for a store written directly.
+    buffered: int | None = None
+
+
+@dataclass(frozen=True)
+class WriteStats:
+    """What became of the writes handed to a store, for metrics."""
+
+    buffered: int = 0  # exchanges waiting to be written
+    errors: int = 0  # failed write attempts
+    dropped: int = 0  # exchanges that will never be written (buffer full)
 
 
 class StoreError(Exception):
     """The store could not be reached or answered badly."""
 
 
+class UnstorableError(StoreError):
+    """Some exchanges of a batch can never be stored (the others were written):
+    writing them again would fail again, so they are dropped, not retried."""
+
+    def __init__(self, message: str, skipped: int) -> None:
+        super().__init__(message)
+        self.skipped = skipped
+
+
 class Store(abc.ABC):
     """A bounded, thread-safe history of exchanges, shared by every thread."""
 
     backend: str = "?"
+    # Whether an add may wait on I/O (a network, a disk), so that requests
+    # should hand exchanges to the write-behind queue (`buffered`) instead.
+    write_behind: bool = True
 
     @abc.abstractmethod
     def add(self, exchange: Exchange) -> None:
         """Keep one exchange, dropping the oldest past the bound. Raises StoreError."""
+
+    def add_many(self, exchanges: Sequence[Exchange]) -> None:
+        """Keep several exchanges, in the order given, as `add` keeps one. Raises StoreError.
+
+        Idempotent by id: adding an id again replaces it and never keeps it
+        twice, so a batch retried after it was half written duplicates nothing."""
+        for exchange in exchanges:
+            self.add(exchange)
 
     @abc.abstractmethod
     def get(self, exchange_id: str) -> Exchange | None:
@@ -135,6 +171,14 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def health(self) -> Health:
         """Whether the store answers now."""
+
+    def write_stats(self) -> WriteStats:
+        """Counts of queued, failed and dropped writes; a store written directly has none."""
+        return WriteStats()
+
+    def flush(self, timeout: float) -> int:
+        """Write what is queued, waiting at most `timeout` seconds; how many are still not written."""
+        return 0
 
     def close(self) -> None:  # noqa: B027 - optional: most backends hold nothing to release
         """Release connections; the default has none."""

@@ -7,6 +7,11 @@ JSON object per exchange with every field of `Exchange`, `RequestRecord`,
 binary) travel as base64; header, arg, cookie and form pairs as two-element
 lists in arrival order; `json` as the JSON value it already is. Decoding gives
 back records equal, field for field, to the ones encoded.
+
+Writing is on the Redis store's hot path (every exchange, in the write-behind
+writer), so orjson writes it when its output is exactly what `json` would
+mean: ASCII only (no escapes needed), integers within 64 bits and every float
+finite (orjson writes NaN as null); anything else goes through `json`.
 """
 
 from __future__ import annotations
@@ -14,7 +19,10 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from typing import Any
+
+import orjson
 
 from ..model.records import JSON_FROM_BODY, Exchange, FileInfo, Pairs, RequestRecord, ResponseRecord
 
@@ -33,6 +41,9 @@ def exchange_to_bytes(exchange: Exchange) -> bytes:
     """One exchange as compact ASCII JSON (non-ASCII text escaped, so any str,
     even one holding lone surrogates, encodes)."""
     request, response = exchange.request, exchange.response
+    kept_json = None if request.kept_json is JSON_FROM_BODY else request.kept_json
+    controls = dict(exchange.controls)
+    rule = None if exchange.rule is None else dict(exchange.rule)
     doc = {
         "v": FORMAT_VERSION,
         "request": {
@@ -44,24 +55,25 @@ def exchange_to_bytes(exchange: Exchange) -> bytes:
             "query_string": request.query_string,
             "http_version": request.http_version,
             "remote_addr": request.remote_addr,
-            "args": _pairs_out(request.args),
-            "headers": _pairs_out(request.headers),
-            "cookies": _pairs_out(request.cookies),
-            "form": _pairs_out(request.form),
+            # Pairs are tuples of two: both encoders write them as two-element lists.
+            "args": request.args,
+            "headers": request.headers,
+            "cookies": request.cookies,
+            "form": request.form,
             "files": [
                 {"field": f.field, "filename": f.filename, "content_type": f.content_type,
                  "size": f.size, "sha256": f.sha256}
                 for f in request.files
             ],
             # A large JSON body is kept as its bytes only and parsed again on read.
-            "json": None if request.kept_json is JSON_FROM_BODY else request.kept_json,
+            "json": kept_json,
             "json_from_body": request.kept_json is JSON_FROM_BODY,
             "body": _bytes_out(request.body),
             "body_size": request.body_size,
             "body_sha256": request.body_sha256,
             "content": _bytes_out(request.content),
             "content_encoding": request.content_encoding,
-            "errors": list(request.errors),
+            "errors": request.errors,
             "truncated": request.truncated,
             "too_large": request.too_large,
             "bin": request.bin,
@@ -69,21 +81,46 @@ def exchange_to_bytes(exchange: Exchange) -> bytes:
         },
         "response": {
             "status": response.status,
-            "headers": _pairs_out(response.headers),
+            "headers": response.headers,
             "body": _bytes_out(response.body),
             "body_size": response.body_size,
             "body_sha256": response.body_sha256,
             "content_type": response.content_type,
             "truncated": response.truncated,
         },
-        "controls": dict(exchange.controls),
+        "controls": controls,
         "duration_ms": exchange.duration_ms,
-        "rule": None if exchange.rule is None else dict(exchange.rule),
+        "rule": rule,
     }
+    if _finite((request.started, exchange.duration_ms, controls, kept_json, rule)):
+        try:
+            data = orjson.dumps(doc)
+        except TypeError:  # orjson.JSONEncodeError: an int over 64 bits, a lone surrogate
+            pass
+        else:
+            if data.isascii():
+                return data
     try:
         return json.dumps(doc, separators=(",", ":")).encode("ascii")
     except (TypeError, ValueError, RecursionError) as exc:
         raise CodecError(f"exchange {request.id} cannot be stored: {exc}") from None
+
+
+def _finite(value: Any) -> bool:
+    """No float in `value` is NaN or infinite (what orjson would write as null).
+
+    A loop, not recursion: it runs for every exchange the Redis store writes."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return False
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return True
 
 
 def exchange_from_bytes(data: bytes) -> Exchange:
@@ -117,10 +154,6 @@ def exchange_from_bytes(data: bytes) -> Exchange:
         raise
     except (ValueError, TypeError, KeyError, AttributeError, RecursionError, binascii.Error) as exc:
         raise CodecError(f"stored exchange is unreadable: {exc!r}") from None
-
-
-def _pairs_out(pairs: Pairs) -> list[list[str]]:
-    return [[name, value] for name, value in pairs]
 
 
 def _pairs_in(items: Any) -> Pairs:

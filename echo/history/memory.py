@@ -20,6 +20,9 @@ class MemoryStore(Store):
     """
 
     backend = "memory"
+    # An add is a dict insert under a lock: a queue in front would only add
+    # work and a thread, so requests write here directly.
+    write_behind = False
 
     def __init__(self, limit: int) -> None:
         self._limit = limit

@@ -26,16 +26,19 @@ from the index. Needs Redis 5 or newer (ZPOPMIN, UNLINK, TIME in scripts that
 write); a single Redis or a primary, not Redis Cluster (the scripts touch keys
 they derive from the prefix).
 
+An add is `add_many` of one: the write-behind queue (`buffered`) hands
+batches to `add_many`, one script call (one round trip) per batch.
+
 Failures never escape as redis exceptions: every call raises `StoreError`
-after at most about `--store-timeout`, which the observer turns into "log once,
-keep answering" and the inspector into a 503.
+after at most about `--store-timeout`, which the write-behind queue turns
+into "log once, keep the exchanges and retry" and the inspector into a 503.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -47,7 +50,7 @@ from redis.retry import Retry
 
 from ..config import ConfigError, flag
 from ..model.records import Exchange
-from .base import Health, Page, Query, Store, StoreError
+from .base import Health, Page, Query, Store, StoreError, UnstorableError
 from .codec import CodecError, exchange_from_bytes, exchange_to_bytes
 
 log = logging.getLogger("echo")
@@ -108,8 +111,13 @@ local function forget(ids, first, step, in_index)
 end
 """
 
-# KEYS: index, exchange key. ARGV: prefix, ttl_ms, expire batch, id, limit,
-# encoded exchange, method, status, path, query, bin.
+# KEYS: index, then one exchange key per exchange. ARGV: prefix, ttl_ms,
+# expire batch, limit, then per exchange: id, encoded exchange, method,
+# status, path, query, bin. A batch is one script, so it is as atomic as one add
+# was: every exchange of it is in, and the history trimmed to `limit`, in one
+# step no replica can see half of. ZADD of a member already there and HSET of
+# a key already there replace, so a batch written again (its reply was lost)
+# keeps each exchange once.
 # Only adds and clears write: reads keep working on a read-only replica and
 # when Redis refuses writes (maxmemory reached).
 _LUA_ADD = _LUA_COMMON + """
@@ -119,15 +127,18 @@ if from ~= '-' then
   local old = redis.call('ZRANGEBYLEX', index, '-', '(' .. string.sub(from, 2), 'LIMIT', 0, tonumber(ARGV[3]))
   if #old > 0 then forget(old, 1, 1, true) end
 end
-redis.call('ZADD', index, 0, ARGV[4])
-redis.call('HSET', KEYS[2], 'd', ARGV[6], 'm', ARGV[7], 's', ARGV[8], 'p', ARGV[9], 'q', ARGV[10], 'b', ARGV[11])
+for i = 2, #KEYS do
+  local a = 5 + (i - 2) * 7
+  redis.call('ZADD', index, 0, ARGV[a])
+  redis.call('HSET', KEYS[i], 'd', ARGV[a + 1], 'm', ARGV[a + 2], 's', ARGV[a + 3], 'p', ARGV[a + 4], 'q', ARGV[a + 5], 'b', ARGV[a + 6])
+  if ttl_ms > 0 then redis.call('PEXPIRE', KEYS[i], ttl_ms) end
+end
 if ttl_ms > 0 then
-  redis.call('PEXPIRE', KEYS[2], ttl_ms)
-  -- Every id in the index arrived before this one: once this expires, so has
-  -- the whole history, index included.
+  -- Every id in the index arrived before the last one added: once that
+  -- expires, so has the whole history, index included.
   redis.call('PEXPIRE', index, ttl_ms)
 end
-local excess = redis.call('ZCARD', index) - tonumber(ARGV[5])
+local excess = redis.call('ZCARD', index) - tonumber(ARGV[4])
 if excess > 0 then
   -- Equal scores: ZPOPMIN pops the lexicographically smallest, the oldest.
   -- Its reply alternates member and score.
@@ -320,19 +331,30 @@ class RedisStore(Store):
     # ---- Store ------------------------------------------------------------
 
     def add(self, exchange: Exchange) -> None:
-        if self._limit <= 0:
+        self.add_many((exchange,))
+
+    def add_many(self, exchanges: Sequence[Exchange]) -> None:
+        if self._limit <= 0 or not exchanges:
             return
-        try:
-            data = exchange_to_bytes(exchange)
-        except CodecError as exc:
-            raise StoreError(str(exc)) from exc
-        request = exchange.request
-        args = [
-            *self._common(), exchange.id, self._limit, data,
-            _text(request.method.upper()), str(exchange.response.status),
-            _text(request.path.lower()), _text(request.query_string.lower()), request.bin or "",
-        ]
-        self._call("add", lambda: self._add(keys=[self._index, self._xprefix + exchange.id], args=args))
+        keys = [self._index]
+        args: list[Any] = [*self._common(), self._limit]
+        unstorable: list[str] = []
+        for exchange in exchanges:
+            try:
+                data = exchange_to_bytes(exchange)
+            except CodecError as exc:
+                unstorable.append(str(exc))
+                continue
+            request = exchange.request
+            keys.append(self._xprefix + exchange.id)
+            args += [
+                exchange.id, data, _text(request.method.upper()), str(exchange.response.status),
+                _text(request.path.lower()), _text(request.query_string.lower()), request.bin or "",
+            ]
+        if len(keys) > 1:
+            self._call("add", lambda: self._add(keys=keys, args=args))
+        if unstorable:
+            raise UnstorableError(unstorable[0], len(unstorable))
 
     def get(self, exchange_id: str) -> Exchange | None:
         data = self._call("get", lambda: self._client.hget(self._xprefix + exchange_id, "d"))

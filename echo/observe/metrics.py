@@ -52,7 +52,8 @@ class Metrics:
                 if seconds <= bound:
                     self.buckets[i] += 1  # buckets are cumulative: each counts all at or below it
 
-    def render(self, history_size: int | None, store_errors: int, dropped: int, version: str) -> str:
+    def render(self, history_size: int | None, store_errors: int, dropped: int, version: str,
+               buffered: int = 0) -> str:
         """The exposition text. A history size below 0 or None means the store did not answer:
         the gauge is left out for that scrape rather than reported as a made-up number."""
         with self._lock:
@@ -79,10 +80,16 @@ class Metrics:
         if history_size is not None and history_size >= 0:
             out.append(f"echo_history_size {history_size}")
         out += [
-            "# HELP echo_store_errors_total Failed writes to the history store.",
+            "# HELP echo_store_errors_total Failed writes to the history store (each failed batch counts one).",
             "# TYPE echo_store_errors_total counter",
             f"echo_store_errors_total {store_errors}",
-            "# HELP echo_history_dropped_total Exchanges not recorded because the store was failing.",
+            "# HELP echo_store_buffered Exchanges waiting in the write-behind queue to be written to the store.",
+            "# TYPE echo_store_buffered gauge",
+            f"echo_store_buffered {buffered}",
+            "# HELP echo_store_dropped_total Exchanges never written to the store: the buffer was full.",
+            "# TYPE echo_store_dropped_total counter",
+            f"echo_store_dropped_total {dropped}",
+            "# HELP echo_history_dropped_total The same count as echo_store_dropped_total, under its older name.",
             "# TYPE echo_history_dropped_total counter",
             f"echo_history_dropped_total {dropped}",
             "# HELP echo_build_info Version of the running server.",

@@ -1,9 +1,12 @@
 """The recorder: after each echo response is built, record, count and log it.
 
 The echo view never touches the store; it hands a finished `Exchange` here.
-This is the one place that cuts bodies to --keep-body, redacts --redact headers,
-and survives a failing store: the echo keeps answering, the failure is logged
-once, and recording resumes by itself when the store is back.
+This is the one place that cuts bodies to --keep-body and redacts --redact
+headers. It never waits on a store: a Redis store is behind the write-behind
+queue (`history.buffered`), which keeps exchanges through an outage and
+counts what it could not write; the memory store is written directly. A
+store written directly that fails (none does today) is logged once per
+outage, its exchange counted as dropped.
 """
 
 from __future__ import annotations
@@ -11,20 +14,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
-from ..history import Store, StoreError
+from ..history import Store, StoreError, WriteStats
 from ..model.records import Exchange, Pairs
 from ..model.redact import REDACTED, hide_credentials, redact_pairs
 from .arrivals import Arrivals
 
 log = logging.getLogger("echo")
-
-# While the store is failing, try it at most this often: one request a second
-# may wait for the store's timeout, the rest are answered at full speed.
-STORE_RETRY_SECONDS = 1.0
 
 class Recorder:
     def __init__(
@@ -45,10 +43,23 @@ class Recorder:
         self.ui_auth = ui_auth  # the inspector's own credentials, never kept when a browser sends them along
         self.arrivals = arrivals  # told after each exchange the store kept, for history waits
         self._lock = threading.Lock()
-        self._failing_since: float | None = None
-        self._last_try = 0.0
-        self.dropped = 0
-        self.errors = 0
+        self._failing = False
+        self._dropped = 0  # by a store written directly; the queue counts its own
+        self._errors = 0
+
+    def write_stats(self) -> WriteStats:
+        """Writes waiting, failed and dropped: the store's queue's and the recorder's own."""
+        queued = self.store.write_stats()
+        return WriteStats(buffered=queued.buffered, errors=queued.errors + self._errors,
+                          dropped=queued.dropped + self._dropped)
+
+    @property
+    def errors(self) -> int:
+        return self.write_stats().errors
+
+    @property
+    def dropped(self) -> int:
+        return self.write_stats().dropped
 
     def observe(self, exchange: Exchange) -> None:
         if self.ui_auth:
@@ -107,32 +118,23 @@ class Recorder:
         )
 
     def _add(self, exchange: Exchange) -> None:
-        now = time.monotonic()
-        if self._failing_since is not None:
-            with self._lock:
-                if now - self._last_try < STORE_RETRY_SECONDS:
-                    self.dropped += 1
-                    return
-                self._last_try = now
         try:
             self.store.add(exchange)
         except StoreError as exc:
             with self._lock:
-                self.errors += 1
-                self.dropped += 1
-                self._last_try = now
-                if self._failing_since is None:
-                    self._failing_since = now
-                    log.error("history store failing, exchanges are not being recorded: %s", exc)
+                self._errors += 1
+                self._dropped += 1
+                first, self._failing = not self._failing, True
+            if first:
+                log.error("history store failing, exchanges are not being recorded: %s", exc)
             return
         if self.arrivals is not None:
             self.arrivals.notify()
-        if self._failing_since is not None:
+        if self._failing:
             with self._lock:
-                if self._failing_since is not None:
-                    down = now - self._failing_since
-                    self._failing_since = None
-                    log.warning("history store is back after %.1f s; %d exchanges were not recorded", down, self.dropped)
+                back, self._failing = self._failing, False
+            if back:
+                log.warning("history store is back; %d exchanges were not recorded", self._dropped)
 
 
 def _fit(pairs: Pairs, budget: int) -> Pairs:

@@ -3,7 +3,10 @@
 `livez` is 200 whenever the process serves requests: the echo works without
 its history store, so a Redis outage must neither restart pods (liveness) nor
 take every pod out of its Service at once (readiness). `healthz` adds the
-store's state and says 503 while it is unreachable, for monitoring and alerts.
+store's state and says 503 while it is unreachable, for monitoring and alerts:
+"degraded" with the count of exchanges buffered for a store behind the
+write-behind queue (they are written when it is back), "unavailable" for one
+written directly.
 """
 
 from __future__ import annotations
@@ -27,16 +30,19 @@ def livez() -> Response:
 @bp.get("/healthz")
 def healthz() -> Response:
     store = services().store
+    buffered: int | None = None
     try:
         health = store.health()
-        ok, backend, detail = health.ok, health.backend, health.detail
+        ok, backend, detail, buffered = health.ok, health.backend, health.detail, health.buffered
     except StoreError as exc:  # a backend that raises instead of reporting is still "down", not a 500
         ok, backend, detail = False, store.backend, str(exc)
-    doc = {
-        "status": "ok" if ok else "unavailable",
+    doc: dict[str, object] = {
+        "status": "ok" if ok else "unavailable" if buffered is None else "degraded",
         "version": __version__,
-        "store": {"backend": backend, "ok": ok, "detail": detail},
     }
+    if buffered is not None:
+        doc["buffered"] = buffered
+    doc["store"] = {"backend": backend, "ok": ok, "detail": detail}
     return json_response(doc, 200 if ok else 503)
 
 
@@ -49,6 +55,6 @@ def metrics() -> Response:
         size = found.store.count()
     except StoreError:
         size = -1  # metrics must answer while the store is down; -1 says "unknown"
-    recorder = found.recorder
-    text = found.metrics.render(size, recorder.errors, recorder.dropped, __version__)
+    writes = found.recorder.write_stats()
+    text = found.metrics.render(size, writes.errors, writes.dropped, __version__, buffered=writes.buffered)
     return Response(text, mimetype="text/plain; version=0.0.4")
