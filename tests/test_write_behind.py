@@ -56,11 +56,11 @@ def ident(n: int) -> str:
     return f"{BASE_US + n:016x}0a0b0c0d{n & 0xFFFF:04x}"
 
 
-def exchange(n: int, method: str = "GET", status: int = 200) -> Exchange:
+def exchange(n: int, method: str = "GET", status: int = 200, bin: str | None = None) -> Exchange:
     exchange_id = ident(n)
     return make_exchange(
         make_request(id=exchange_id, method=method, path=f"/n/{n:04d}", body_sha256="0" * 64,
-                     started=(BASE_US + n) / 1_000_000),
+                     started=(BASE_US + n) / 1_000_000, bin=bin, bin_path=None if bin is None else "/"),
         make_response(status=status, headers=(("Content-Type", "application/json"), ("X-Echo-Id", exchange_id)),
                       body_sha256="1" * 64),
     )
@@ -132,9 +132,9 @@ class Switch(Store):
         self._read()
         return self.inner.list(query)
 
-    def clear(self) -> None:
+    def clear(self, bin: str | None = None) -> None:
         self._read()
-        self.inner.clear()
+        self.inner.clear(bin)
 
     def count(self) -> int:
         self._read()
@@ -444,6 +444,38 @@ def test_clear_forgets_what_waits_too(queues: Callable[..., tuple[BufferedStore,
     queue.add(exchange(4))
     assert queue.flush(SETTLE_SECONDS) == 0
     assert ids(switch.inner.list(Query())) == [ident(4)]
+
+
+def test_a_bin_clear_forgets_that_bin_in_the_queue_and_the_store_alone(
+        queues: Callable[..., tuple[BufferedStore, Switch]]) -> None:
+    queue, switch = queues()
+    switch.inner.add(exchange(1, bin="a"))
+    switch.inner.add(exchange(2, bin="b"))
+    switch.gate.clear()  # what follows waits in the queue
+    queue.add(exchange(3, bin="a"))
+    queue.add(exchange(4, bin="b"))
+    queue.add(exchange(5))
+    clearing = threading.Thread(target=queue.clear, args=("a",))
+    switch.gate.set()  # the clear waits for a batch in flight, never cuts into it
+    clearing.start()
+    clearing.join(SETTLE_SECONDS)
+    assert not clearing.is_alive()
+    assert ids(queue.list(Query(limit=100))) == [ident(5), ident(4), ident(2)]
+    assert queue.flush(SETTLE_SECONDS) == 0
+    assert ids(switch.inner.list(Query(limit=100))) == [ident(5), ident(4), ident(2)]
+
+
+def test_a_bounded_page_sees_the_queue_too(queues: Callable[..., tuple[BufferedStore, Switch]]) -> None:
+    queue, switch = queues()
+    for n in range(1, 6):
+        switch.inner.add(exchange(n))
+    switch.gate.clear()
+    queue.add(exchange(6, bin="a"))
+    queue.add(exchange(7))
+    page = queue.page(Query(filter=parse("bin:a")), max_scan=3)
+    assert ids(page.exchanges) == [ident(6)]
+    page = queue.page(Query(limit=2), max_scan=100)
+    assert ids(page.exchanges) == [ident(7), ident(6)] and page.stopped is None
 
 
 # ---- stopping ---------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from ..config import flag
 from ..model.records import Exchange
-from .base import Health, Query, Store, StoreError, UnstorableError, WriteStats
+from .base import Health, Page, Query, Store, StoreError, UnstorableError, WriteStats
 
 log = logging.getLogger("echo")
 
@@ -303,14 +303,39 @@ class BufferedStore(Store):
         merged.update((e.id, e) for e in extra)
         return sorted(merged.values(), key=lambda e: e.id, reverse=True)[:query.limit]
 
-    def clear(self) -> None:
+    def page(self, query: Query, max_scan: int) -> Page:
+        # The store's own bounded scan, with what still waits here merged in (as `list`).
+        waiting = self._waiting()
+        inner = self.store.page(query, max_scan)
+        before = query.before
+        extra = [e for e in waiting if (before is None or e.id < before) and query.matches(e)]
+        if not extra:
+            return inner
+        merged = {e.id: e for e in inner.exchanges}
+        merged.update((e.id, e) for e in extra)
+        found = sorted(merged.values(), key=lambda e: e.id, reverse=True)[:query.limit]
+        # A page filled by waiting exchanges goes on from its last one, as any full page does.
+        stopped = inner.stopped if len(found) < query.limit else None
+        return Page(found, inner.scanned + len(waiting), stopped)
+
+    def clear(self, bin: str | None = None) -> None:
+        # Holding `_writing`: no batch is in flight, so the queue may be cut freely.
         with self._writing:
-            self.store.clear()
+            self.store.clear(bin)
             with self._lock:
-                self._queue.clear()
-                self._by_id.clear()
-                self._bytes = 0
-                self._empty.notify_all()
+                if bin is None:
+                    self._queue.clear()
+                    self._by_id.clear()
+                    self._bytes = 0
+                else:
+                    kept = deque(entry for entry in self._queue if entry.exchange.request.bin != bin)
+                    for entry in self._queue:
+                        if entry.exchange.request.bin == bin and self._by_id.get(entry.exchange.id) is entry:
+                            del self._by_id[entry.exchange.id]
+                    self._queue = kept
+                    self._bytes = sum(entry.size for entry in kept)
+                if not self._queue:
+                    self._empty.notify_all()
 
     def count(self) -> int:
         stored = self.store.count()
