@@ -442,3 +442,20 @@ def test_the_readme_bins_example_runs(shared: EchoServer) -> None:
     assert outputs[3] == ""
     assert api_list(shared.port, "f=bin:job-17") == []
     assert [x["request"]["path"] for x in api_list(shared.port, "f=bin:job-18")] == ["/b/job-18/hooks/order"]
+
+
+@pytest.mark.redis
+def test_two_replicas_on_redis_clear_one_bin_for_both(
+    redis_server: RedisServer, echo_server: Callable[..., EchoServer]
+) -> None:
+    prefix = f"bins-{uuid.uuid4().hex[:8]}"
+    first, second = (echo_server("--store", redis_server.url, "--store-prefix", prefix, "--log", "off")
+                     for _ in range(2))
+    for server, path in [(first, "/b/a/1"), (second, "/b/b/1"), (first, "/plain"), (second, "/b/a/2")]:
+        assert call(server.port, "GET", path)[0] == 200
+    assert call(second.port, "DELETE", "/_/api/exchanges?bin=a")[0] == 204
+    for server in (first, second):
+        assert [x["request"]["path"] for x in api_list(server.port, "")] == ["/plain", "/b/b/1"]
+    status, _, body = call(first.port, "DELETE", "/_/api/exchanges?bin=no%20good")
+    assert status == 400 and json.loads(body)["param"] == "bin"
+    assert len(api_list(first.port, "")) == 2

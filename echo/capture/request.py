@@ -67,7 +67,9 @@ def capture(environ: dict[str, Any], limits: CaptureLimits, ids: IdSource) -> Re
     path = _utf8(environ.get("PATH_INFO", "").encode("latin-1", "replace"), "path", errors)
     query_string = raw_query.decode("utf-8", "replace")
     headers = _headers(environ, errors)
-    bin_name, bin_path = bin_of(path, environ.get(BIN_HEADER_KEY))
+    named = environ.get(BIN_HEADER_KEY)
+    # Most requests are in no bin: one startswith and one lookup decide that, no call.
+    bin_name, bin_path = bin_of(path, named) if named is not None or path.startswith(BIN_PATH_PREFIX) else (None, None)
     args = _pairs(raw_query, "query", errors, limits.max_form_parts)
     if len(args) > limits.max_form_parts:
         # 64 KiB of "a&a&..." is 30,000 pairs, 2 MiB as Python objects, kept
@@ -148,7 +150,6 @@ def bin_of(path: str, header: str | None) -> tuple[str | None, str | None]:
     that starts with /b/ but holds no valid name (/b/, /b/../x, 65 characters)
     is an ordinary path.
     """
-    # Most paths are in no bin: one startswith, no regex, decides that.
     if path.startswith(BIN_PATH_PREFIX):
         name, slash, rest = path[3:].partition("/")
         if BIN_PATTERN.fullmatch(name):
