@@ -246,7 +246,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("channel_timeout", _int(1, 86_400), CHANNEL_TIMEOUT_SECONDS, "seconds an idle connection is kept open", "SECONDS"),
     Setting("history", _int(0), HISTORY_LIMIT, "exchanges kept in history; 0 turns recording off", "N"),
     Setting("history_ttl", _seconds, 0.0, "seconds an exchange is kept in a Redis store; 0 keeps it until --history pushes it out", "SECONDS"),
-    Setting("max_scan", _int(1), MAX_SCAN, "kept exchanges one filtered list, page or wait may examine; where it stops, the answer says so (partial, next)", "N"),
+    Setting("max_scan", _int(1), MAX_SCAN, "kept exchanges one API list or inspector page may examine; where it stops, the answer says so (partial, next)", "N"),
     Setting("store", _store, "memory://", "history store: memory:// or redis://[:password@]host:port/db (rediss:// for TLS)", "URL"),
     Setting("store_prefix", _text, "echo", "key prefix in a shared Redis, so several deployments can use one", "PREFIX"),
     Setting("store_timeout", _seconds, 0.5, "seconds a store call may take before the exchange is dropped from history", "SECONDS"),
