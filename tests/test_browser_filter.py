@@ -149,3 +149,24 @@ def test_hostile_filter_text_is_shown_as_text(base: str, live_server: EchoServer
     assert tab.locator("#filter-error img, #filter-error script, #owned").count() == 0
     expect(tab.locator("#f-f")).to_have_value(text)
     watch.assert_clean(allow=BAD_REQUEST_LOG)  # and no dialog: nothing ran
+
+
+def test_a_scan_cut_short_by_max_scan_says_so_and_older_goes_on(echo_server: Any, context: Any) -> None:
+    from playwright.sync_api import expect
+
+    server = echo_server("--max-scan", "3", "--log", "off")
+    for n in range(5):
+        send(server, "POST" if n == 0 else "GET", f"/p/{n}")
+    tab, watch = watched(context, timeout_ms=WAIT_MS)
+    tab.goto(server.url + "/_/")
+    tab.fill("#f-f", "method:POST")
+    tab.press("#f-f", "Enter")
+    # The three newest were examined, none matched: said, and Older goes on from /p/2.
+    expect(tab.locator("#partial")).to_be_visible()
+    expect(tab.locator("#rows tr")).to_have_count(0)
+    tab.click("#older")
+    tab.wait_for_url(re.compile(r"[?&]before=[0-9a-f]{28}"))
+    assert f_of(tab.url) == ["method:POST"]
+    expect_paths(tab, ["/p/0"])
+    expect(tab.locator("#partial")).to_be_hidden()
+    watch.assert_clean()

@@ -7,6 +7,7 @@ real server) and the API's `f=` on the list and the HAR export.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 from urllib.parse import quote
 
@@ -291,16 +292,12 @@ def test_glob_star_is_any_run_of_characters(pattern: str, text: str, matches: bo
 
 
 def glob_as_regex(pattern: str) -> str:
-    import re
-
     return ".*".join(re.escape(part) for part in pattern.split("*"))
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.text(alphabet="ab*", max_size=8), st.text(alphabet="ab", max_size=10))
 def test_glob_agrees_with_a_regular_expression(pattern: str, text: str) -> None:
-    import re
-
     assert Glob(pattern).match(text) is bool(re.fullmatch(glob_as_regex(pattern), text, re.DOTALL))
 
 
@@ -422,3 +419,18 @@ def test_any_f_gets_200_or_400_from_the_real_server(seeded: EchoServer, text: st
     doc = json.loads(body)
     if status == 400:
         assert doc["param"] == "f" and isinstance(doc["position"], int)
+
+
+def test_the_readme_filter_example_runs(seeded: EchoServer) -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    urls = re.findall(r"curl -s '(http://127\.0\.0\.1:8080/_/api/exchanges\?f=[^']+)'", readme)
+    assert urls, "the README shows a filtered list"
+    for url in urls:
+        status, doc = api(seeded, url.removeprefix("http://127.0.0.1:8080"))
+        assert status == 200
+        # method:POST path:/hooks/* -status:2xx: the seeded hooks were answered 200.
+        assert paths(doc) == []
+    status, doc = api(seeded, "/_/api/exchanges?f=" + quote("method:POST path:/hooks/* status:2xx"))
+    assert paths(doc) == ["/hooks/gitlab", "/hooks/github"]

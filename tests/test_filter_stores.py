@@ -435,3 +435,15 @@ def test_the_pre_check_lowercases_as_matching_does(text: str, fields: dict[str, 
     f = parse(text)
     assert isinstance(kept, Packed) and f.matches(item)
     assert may_hold(kept, f.hints)
+
+
+def test_every_backend_finds_what_lowercases_oddly(backend: MakeStore) -> None:
+    # A store that pre-checks literal texts must lowercase as matching does.
+    store = backend(10)
+    odd = make_exchange(make_request(id=ident(1), path="/\u212a", headers=(("X-\u212a", "push"),)))
+    plain = make_exchange(make_request(id=ident(2), path="/other"))
+    store.add(odd)
+    store.add(plain)
+    for text in ('"k"', "header:X-k=push", "path:/* header:x-K"):
+        assert ids(store.list(Query(filter=parse(text)))) == [ident(1)], text
+    assert ids(store.list(Query(filter=parse("other")))) == [ident(2)]

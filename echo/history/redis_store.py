@@ -148,7 +148,8 @@ return excess
 """
 
 # KEYS: index. ARGV: prefix, ttl_ms, expire batch, upper bound ('+' or '(id'),
-# wanted, scan budget, method, status, status class, needle ('' = no filter).
+# wanted, scan budget, method, status, status class, needle ('' = no filter),
+# then the filter's hints (Filter.hints), if any.
 # Returns {cursor, scanned, id, data, id, data, ...}; cursor is the last id
 # looked at when older ids remain, '' when the index is exhausted; scanned is
 # how many ids were looked at.
@@ -159,7 +160,12 @@ local want = tonumber(ARGV[5])
 local budget = tonumber(ARGV[6])
 local method, needle = ARGV[7], ARGV[10]
 local status, class = tonumber(ARGV[8]), tonumber(ARGV[9])
-local filtered = method ~= '' or status ~= nil or class ~= nil or needle ~= ''
+local hints = {}
+for i = 11, #ARGV do hints[#hints + 1] = ARGV[i] end
+local filtered = method ~= '' or status ~= nil or class ~= nil or needle ~= '' or #hints > 0
+-- A JSON escape: the codec writes non-ASCII text as backslash-u escapes, which Python
+-- lowercases differently (the Kelvin sign to k), so such an exchange is sent.
+local escape = string.char(92) .. 'u'
 local out = {'', 0}
 local found, last, exhausted = 0, nil, false
 local scanned = 0
@@ -176,6 +182,17 @@ local function matches(key)
   return true
 end
 
+-- False when the encoded exchange lacks a hint the filter needs: not worth
+-- sending to be decoded and matched (Echo decides for the others).
+local function may_hold(data)
+  if #hints == 0 or string.find(data, escape, 1, true) then return true end
+  local text = string.lower(data)
+  for _, hint in ipairs(hints) do
+    if not string.find(text, hint, 1, true) then return false end
+  end
+  return true
+end
+
 while found < want and budget > 0 do
   local batch = math.min(budget, math.max(want - found, filtered and 100 or 0))
   local ids = redis.call('ZREVRANGEBYLEX', index, upper, from, 'LIMIT', 0, batch)
@@ -186,7 +203,7 @@ while found < want and budget > 0 do
     local key = xprefix .. id
     if not filtered or matches(key) then
       local data = redis.call('HGET', key, 'd')
-      if data then
+      if data and may_hold(data) then
         out[#out + 1] = id
         out[#out + 1] = data
         found = found + 1
@@ -385,6 +402,7 @@ class RedisStore(Store):
             _text(query.q.lower()) if query.q else b"",
         ]
         language = query.filter or None
+        hints = list(language.hints) if language else []
         found: list[Exchange] = []
         scanned = 0
         cursor = b""
@@ -395,7 +413,7 @@ class RedisStore(Store):
             # With a filter to match here, every exchange the budget allows is
             # fetched (in bounded batches); without, only what the page lacks.
             want = min(budget if language else query.limit - len(found), FETCH_PER_CALL)
-            args = [*self._common(), upper, want, budget, *filters]
+            args = [*self._common(), upper, want, budget, *filters, *hints]
             reply = self._call("list", functools.partial(self._page, keys=[self._index], args=args))
             cursor = reply[0]
             scanned += int(reply[1])
