@@ -1,7 +1,7 @@
 """The filter language against every history backend, and --max-scan.
 
-`backend` is parametrized over the stores: memory, Redis (a real
-redis-server), and `generic` (a store with only `list`, so `Store.page`'s
+`backend` is parametrized over the stores: memory, SQLite (a real file),
+Redis (a real redis-server), and `generic` (a store with only `list`, so `Store.page`'s
 default is what runs, as it does for a backend that does not override it). A
 new backend is one more param in `BACKENDS`. Every test asks the same of each:
 filtered pages newest first, `before` paging with a filter, the limit, and
@@ -31,6 +31,7 @@ from echo.history import MemoryStore, Page, Query, Store, redis_store
 from echo.history.base import Health
 from echo.history.packed import Packed, may_hold, pack
 from echo.history.redis_store import RedisStore
+from echo.history.sqlite_store import SqliteStore
 from echo.model.factory import make_exchange, make_request, make_response
 from echo.model.filter import FilterError, parse
 from echo.model.records import Exchange
@@ -83,7 +84,7 @@ class ListOnly(Store):
 
 
 MakeStore = Callable[[int], Store]
-BACKENDS = ["memory", "generic", pytest.param("redis", marks=pytest.mark.redis)]
+BACKENDS = ["memory", "generic", "sqlite", pytest.param("redis", marks=pytest.mark.redis)]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -97,6 +98,9 @@ def backend(request: pytest.FixtureRequest) -> Iterator[MakeStore]:
             store = MemoryStore(limit)
         elif request.param == "generic":
             store = ListOnly(limit)
+        elif request.param == "sqlite":
+            folder = request.getfixturevalue("tmp_path")
+            store = SqliteStore(f"sqlite:///{folder}/{uuid.uuid4().hex[:8]}.db", limit=limit, timeout=STORE_TIMEOUT)
         else:
             server: RedisServer = request.getfixturevalue("redis_server")
             store = RedisStore(server.url, limit=limit, prefix=f"test-{uuid.uuid4().hex[:12]}", timeout=STORE_TIMEOUT)
