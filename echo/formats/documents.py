@@ -190,6 +190,7 @@ def exchange_document(exchange: Exchange, bodies: bool = True) -> dict[str, Any]
         "id": exchange.id,
         "time": iso_time(exchange.request.started),
         "duration_ms": round(exchange.duration_ms, 3),
+        "rule": dict(exchange.rule) if exchange.rule is not None else None,
         "request": request,
         "response": response,
     }

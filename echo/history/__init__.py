@@ -11,11 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from .base import DEFAULT_PAGE, Health, Query, Store, StoreError
+from .base import DEFAULT_PAGE, Counters, Health, LocalCounters, Query, Store, StoreError
 from .memory import MemoryStore
 
 __all__ = [
-    "DEFAULT_PAGE", "STORES", "Health", "MemoryStore", "Query", "Store", "StoreError", "StoreOptions", "make_store",
+    "DEFAULT_PAGE", "STORES", "Counters", "Health", "LocalCounters", "MemoryStore", "Query", "Store", "StoreError", "StoreOptions", "make_store",
 ]
 
 

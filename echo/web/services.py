@@ -14,6 +14,7 @@ from typing import Any, cast
 from flask import Flask, current_app
 
 from ..answer.held import HeldBudget
+from ..answer.rules import RuleBook
 from ..history import Store
 from ..observe.metrics import Metrics
 from ..observe.recorder import Recorder
@@ -43,6 +44,7 @@ class Services:
     held: HeldBudget  # workers held waiting (delays now; waits and streams later), ended by the CLI on stop
     options: InspectorOptions
     echo: Any = None  # the echo's WSGI handler, set once it is built
+    rules: RuleBook | None = None  # the --rules file's rules and the API's
 
 
 def services(app: Flask | None = None) -> Services:
