@@ -194,7 +194,8 @@ def test_a_rule_that_does_not_match_leaves_the_request_alone() -> None:
 
 @pytest.mark.parametrize("match", [
     "path:/hooks/*", "path:/hooks/github", "path:/hoo*", "path:*github", "-path:/other", "path:/hooks/*ub",
-    'path:"/hooks/github"', "method:POST", "",
+    'path:"/hooks/github"', "method:POST", "method:post", "method:PUT,POST", "-method:GET", "",
+    "method:POST method:POST,PUT path:/hooks/*",
 ])
 def test_the_index_never_hides_a_rule_that_matches(match: str) -> None:
     book = book_of({"name": "it", "match": match, "respond": {}}, {"name": "other", "match": "path:/zzz/*",
@@ -546,3 +547,21 @@ def test_deleting_one_bins_rules_leaves_the_others(client: Any) -> None:
     assert client.delete("/_/api/rules?bin=a").status_code == 204
     assert [r["bin"] for r in client.get("/_/api/rules").get_json()["rules"]] == ["b"]
     assert client.delete("/_/api/rules?bin=../x").status_code == 400
+
+
+def test_the_index_leaves_out_rules_of_other_methods_and_segments() -> None:
+    book = book_of({"name": "put", "match": "method:PUT", "respond": {}},
+                   {"name": "api", "match": "path:/api/*", "respond": {}})
+    assert answering(book, method="GET", path="/api/x") == "api"
+    assert answering(book, method="PUT", path="/api/x") == "api"  # the newer rule wins
+    assert answering(book, method="PUT", path="/other") == "put"
+    assert answering(book, method="GET", path="/other") is None
+
+
+@pytest.mark.parametrize("match", ["header:X-Event", "header:x-event=push", "header:X-Event=p*", "-header:X-Other",
+                                   'header:"X-Event=push"'])
+def test_the_header_shortcut_never_hides_a_rule_that_matches(match: str) -> None:
+    book = book_of({"name": "it", "match": match, "respond": {}})
+    headers = (("Host", "h"), ("X-EVENT", "push"))
+    assert answering(book, headers=headers) == "it"
+    assert answering(book, headers=(("Host", "h"),)) == (None if "X-Event" in match or "x-event" in match else "it")
