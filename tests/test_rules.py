@@ -565,3 +565,63 @@ def test_the_header_shortcut_never_hides_a_rule_that_matches(match: str) -> None
     headers = (("Host", "h"), ("X-EVENT", "push"))
     assert answering(book, headers=headers) == "it"
     assert answering(book, headers=(("Host", "h"),)) == (None if "X-Event" in match or "x-event" in match else "it")
+
+
+# ---- the README's rules run --------------------------------------------------------
+
+
+def readme_section() -> str:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = text.index("## Make it answer what you need")
+    return text[start:text.index("\n## ", start + 1)]
+
+
+def test_the_readme_example_file_loads(tmp_path: Path) -> None:
+    section = readme_section()
+    example = section[section.index("```toml\n") + 8:section.index("```", section.index("```toml\n") + 8)]
+    client = app_with(tmp_path, example).test_client()
+    statuses = [client.post("/hooks/github", headers={"X-GitHub-Event": "push"}).status_code for _ in range(3)]
+    assert statuses == [503, 503, 200]
+
+
+def recipes() -> list[tuple[str, str]]:
+    found = []
+    for line in readme_section().splitlines():
+        if line.startswith("| ") and "`respond = " in line:
+            what = line.split("|")[1].strip()
+            code = line[line.index("`respond = ") + 1:]
+            code = code[:code.index("` ") if "` " in code else code.rindex("`")].replace("\\|", "|")
+            found.append((what, code))
+    return found
+
+
+def test_the_readme_has_every_recipe() -> None:
+    assert [what for what, _ in recipes()] == [
+        "fail N times, then succeed", "rate-limit with Retry-After", "echo a field back", "slow answer", "hang up",
+        "a flaky connection"]
+
+
+@pytest.mark.parametrize(("what", "code"), recipes())
+def test_a_readme_recipe_answers_as_it_says(tmp_path: Path, what: str, code: str) -> None:
+    rules = load_rules_file(str(write_rules(tmp_path, f'[[rule]]\nname = "{what}"\nmatch = "path:/r"\n{code}\n')),
+                            RuleLimits(max_delay=10.0, max_body=10_000))
+    assert len(rules) == 1
+    if rules[0].steps[0].fault:
+        return  # faults are sent by the real server: test_rules_live.py
+    client = app_with(tmp_path, f'[[rule]]\nname = "{what}"\nmatch = "path:/r"\n{code}\n',
+                      max_delay=10).test_client()
+    if what == "slow answer":
+        return  # loaded and checked; a delay is waited out live (test_rules_live.py)
+    answer = client.post("/r", json={"id": 7}, headers={"User-Agent": "ua"})
+    if what == "fail N times, then succeed":
+        assert answer.status_code == 500
+    elif what == "rate-limit with Retry-After":
+        assert (answer.status_code, answer.headers["Retry-After"]) == (429, "30")
+    elif what == "echo a field back":
+        assert answer.get_json() == {"id": 7, "seen": "ua"}
+
+
+def write_rules(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "recipe.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
