@@ -627,3 +627,10 @@ def write_rules(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "recipe.toml"
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def test_a_fault_outside_echo_servers_own_server_is_a_501_not_a_500(tmp_path: Path) -> None:
+    client = app_with(tmp_path, '[[rule]]\nname = "f"\nmatch = "path:/f"\nrespond = { fault = "reset" }\n').test_client()
+    answer = client.get("/f")
+    assert answer.status_code == 501
+    assert answer.get_json()["field"] == "respond[0].fault"

@@ -32,7 +32,7 @@ from ..model.http import HTML_TYPE, JSON_TYPE, PAGE_CSP, SANDBOX_CSP, status_lin
 from ..model.records import Exchange, IdSource, RequestRecord, ResponseRecord
 from ..observe.recorder import Recorder
 from .cors import Headers, cors_headers, is_preflight, preflight_headers
-from .serving import Fault, fault
+from .serving import Fault, connection_socket, fault
 
 log = logging.getLogger("echo")
 
@@ -177,6 +177,13 @@ class EchoHandler:
         assert self.rules is not None
         rule = chosen.rule
         step = rule.steps[chosen.step]
+        if step.fault and connection_socket(environ) is None:
+            # Served by another WSGI server (Flask's test client, an embedding app):
+            # the connection is not Echo's to close, so say so instead of failing.
+            return self._error(501, error_document(
+                f"rule {rule.name or rule.id!r}: a {step.fault} fault needs echo-server's own server (waitress)",
+                rule=rule.name, id=rule.id, field=f"respond[{chosen.step}].fault",
+            )), {}
         if step.fault:
             busy = self._hold(step.delay, environ, f"rule {rule.name or rule.id}") if step.delay else None
             if busy is not None:
