@@ -8,6 +8,7 @@ hands every lower floor plain limit objects.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,8 +22,9 @@ from werkzeug.wrappers import Response
 from .answer.controls import ControlLimits
 from .answer.held import HeldBudget
 from .answer.routes import RouteLimits
+from .answer.rules import RuleBook, RuleLimits, RulesFileError
 from .capture.request import CaptureLimits
-from .config import Settings, load_settings
+from .config import Settings, flag, load_settings
 from .formats.render import highlight_html
 from .history import StoreOptions, make_store
 from .model.records import RequestRecord
@@ -35,7 +37,9 @@ from .web import security
 from .web.dispatch import EchoDispatch
 from .web.echo import EchoHandler
 from .web.inspector import bp, handle_http_error
-from .web.services import EXTENSION, InspectorOptions, Services
+from .web.services import EXTENSION, InspectorOptions, Services, services
+
+log = logging.getLogger("echo")
 
 
 def static_folder() -> str:
@@ -96,6 +100,19 @@ def create_app(config: Mapping[str, Any] | Settings | None = None, environ: Mapp
     )
     app.extensions[EXTENSION] = found
 
+    rules = RuleBook(
+        RuleLimits(max_delay=settings.max_delay, max_body=settings.max_body),
+        counters=store.counters(),
+        path=settings.rules or None,
+        max_api_rules=settings.max_rules,
+    )
+    try:
+        rules.load_file()
+    except RulesFileError:
+        store.close()
+        raise
+    found.rules = rules
+
     app.register_blueprint(bp, url_prefix=prefix.rstrip("/"))
     app.register_error_handler(HTTPException, handle_http_error)
     security.install(app)
@@ -126,7 +143,27 @@ def create_app(config: Mapping[str, Any] | Settings | None = None, environ: Mapp
         route_limits=RouteLimits(
             max_body=settings.max_body, max_delay=settings.max_delay, max_n=settings.max_httpbin_n
         ) if settings.httpbin else None,
+        rules=rules,
     )
     found.echo = echo
     app.wsgi_app = EchoDispatch(app.wsgi_app, echo, prefix)  # type: ignore[method-assign]
     return app
+
+
+def reload_rules(app: Flask) -> bool:
+    """Re-read --rules (on SIGHUP): the new rules, or the old ones kept, one log line and a metric."""
+    found = services(app)
+    rules = found.rules
+    if rules is None or rules.path is None:
+        log.info("rules: SIGHUP ignored: no %s file", flag("rules"))
+        return False
+    try:
+        count = rules.load_file()
+    except RulesFileError as exc:
+        found.metrics.rules_reloaded(False)
+        log.error("rules: reload failed, keeping the %d rules loaded before: %s", len(
+            [rule for rule in rules.rules if rule.source == "file"]), exc)
+        return False
+    found.metrics.rules_reloaded(True)
+    log.info("rules: reloaded %s: %d rules", rules.path, count)
+    return True

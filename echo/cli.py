@@ -237,11 +237,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from waitress.server import create_server
 
-    from .app import create_app
+    from .answer.rules import RulesFileError
+    from .app import create_app, reload_rules
     from .web.services import services
 
     try:
         app = create_app(settings)
+    except RulesFileError as exc:
+        # The line itself names the file, the rule and the field: FILE: rule N (name): what is wrong.
+        if settings.log == "json":
+            _fail(settings, str(exc))
+        else:
+            print(str(exc), file=sys.stderr)
+        return 2
     except ConfigError as exc:
         _fail(settings, str(exc))
         return 2
@@ -282,8 +290,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             stopped_at.append(time.monotonic())
         stopping.set()
 
+    reload_wanted = threading.Event()
+
+    def reload(signum: int, frame: Any) -> None:
+        # Only a flag, as for stop: the main loop re-reads --rules between polls.
+        reload_wanted.set()
+
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, reload)
     # TcpWSGIServer keeps its sockets in _map, MultiSocketServer (several listen addresses) in map.
     sockets = getattr(server, "map", None) or server._map  # type: ignore[union-attr]
     install(sockets, settings.max_header, settings.connection_limit)
@@ -302,6 +317,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             # One poll at a time, each at most asyncore_loop_timeout (1 s), so a stop is seen within that.
             wasyncore.loop(timeout=server.adj.asyncore_loop_timeout, use_poll=server.adj.asyncore_use_poll,
                            map=sockets, count=1)
+            if reload_wanted.is_set():
+                reload_wanted.clear()
+                reload_rules(app)
         # Stop accepting, end every delay now, and answer what has arrived.
         held.stop()
         began = stopped_at[0] if stopped_at else time.monotonic()

@@ -96,6 +96,10 @@ MAX_HTTPBIN_N = 100
 # The longest a history wait may ask for: longer than any test waits for a
 # webhook, short enough that a forgotten wait gives its worker back soon.
 MAX_WAIT_SECONDS = 30.0
+# Rules added through /_/api/rules and held at once. Each test adds a few and
+# removes them; a thousand is far past any suite's need while a client stuck in
+# a loop cannot grow the process without bound (each rule is a few KiB).
+MAX_RULES = 1000
 
 LOG_FORMATS = ("text", "json", "pretty", "off")
 
@@ -222,6 +226,15 @@ def _text(raw: str) -> str:
     return str(raw).strip()
 
 
+def _rules_file(raw: str) -> str:
+    # The file is read (and every rule checked) when the app is built, so that
+    # a bad rule names its number and field; here only the name's shape.
+    text = str(raw).strip()
+    if text and not text.lower().endswith((".toml", ".json")):
+        raise ConfigError(f"{raw!r}: a rules file is TOML or JSON, named *.toml or *.json")
+    return text
+
+
 def _trusted_proxy(raw: str) -> str:
     # waitress trusts exactly one peer address, compared as a string with the
     # socket's (or '*' for any); it takes no list and no CIDR. A typo would
@@ -310,6 +323,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("no_cors", _bool, False, "do not answer CORS requests and preflights specially"),
     Setting("httpbin", _bool, False, "answer psf/httpbin's routes (/get, /status/418, ...) as httpbin 0.10 does; every other path still gets the echo"),
     Setting("max_httpbin_n", _int(1, 100_000), MAX_HTTPBIN_N, "most lines of /stream/{n} and hops of a redirect chain in httpbin mode", "N"),
+    Setting("rules", _rules_file, "", "rules file (TOML or JSON) of programmable answers; re-read on SIGHUP", "FILE"),
+    Setting("max_rules", _int(0, 1_000_000), MAX_RULES, "most rules added through <prefix>api/rules and held at once; one more gets 409", "N"),
     Setting("no_metrics", _bool, False, "do not serve Prometheus metrics at <prefix>metrics"),
     Setting("trusted_proxy", _trusted_proxy, "", "IP address of a proxy whose X-Forwarded-* headers are trusted ('*' for any)", "ADDR"),
     Setting("log", _log, "text", "access log on stdout: text, json, pretty or off", "FORMAT"),
@@ -364,6 +379,8 @@ class Settings:
     no_cors: bool = _default("no_cors")
     httpbin: bool = _default("httpbin")
     max_httpbin_n: int = _default("max_httpbin_n")
+    rules: str = _default("rules")
+    max_rules: int = _default("max_rules")
     no_metrics: bool = _default("no_metrics")
     trusted_proxy: str = _default("trusted_proxy")
     log: str = _default("log")

@@ -91,7 +91,16 @@
       a.textContent = req.bin;
       bin.appendChild(a);
     }
-    cell(tr, String(x.response.status), "status s" + Math.floor(x.response.status / 100) + "xx");
+    var status = cell(tr, String(x.response.status), "status s" + Math.floor(x.response.status / 100) + "xx");
+    if (x.rule) {
+      var badge = document.createElement("span");
+      badge.className = "rule-badge";
+      badge.title = "answered by rule " + (x.rule.name || x.rule.id) + ", step " + x.rule.step +
+        (x.rule.fault ? ": " + x.rule.fault + ", no answer sent" : "");
+      badge.textContent = x.rule.name || x.rule.id;
+      status.appendChild(document.createTextNode(" "));
+      status.appendChild(badge);
+    }
     cell(tr, duration(x.duration_ms), "num duration");
     var sizes = cell(tr, "", "num size");
     sizes.appendChild(size("up", "request body", "\u2191", req.body.size));

@@ -125,10 +125,15 @@ class ResponsePlan:
 DEFAULT_PLAN = ResponsePlan()
 
 
-class _Refused(Exception):
+class Refused(Exception):
+    """A value one of the checks below refuses; `message` says what is wrong and what is allowed."""
+
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+
+_Refused = Refused
 
 
 def plan(
@@ -182,6 +187,15 @@ def _collect(args: Pairs, headers: Pairs) -> dict[str, list[str]]:
 
 
 def _status(raw: str, limits: ControlLimits, rng: Chooser) -> int:
+    codes, weights = status_choices(raw)
+    if len(codes) == 1:
+        return codes[0]
+    return rng.choices(codes, weights=weights, k=1)[0]
+
+
+def status_choices(raw: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The codes of a `_status` value and their weights; `Refused` when it is not one.
+    Rules keep these and pick per request, as `_status` does."""
     allowed = (
         f"allowed: one status from {STATUS_RANGE[0]} to {STATUS_RANGE[1]}, "
         "a list to pick from at random (200,503), or weighted (200:9,503:1)"
@@ -197,11 +211,9 @@ def _status(raw: str, limits: ControlLimits, rng: Chooser) -> int:
             raise _Refused(f"status {code} is out of range; {allowed}")
         codes.append(code)
         weights.append(int(match.group(2)) if match.group(2) is not None else 1)
-    if len(codes) == 1:
-        return codes[0]
-    if sum(weights) <= 0:
+    if len(codes) > 1 and sum(weights) <= 0:
         raise _Refused(f"the weights add up to 0; {allowed}")
-    return rng.choices(codes, weights=weights, k=1)[0]
+    return tuple(codes), tuple(weights)
 
 
 def _check_text(value: str, what: str) -> None:
@@ -379,3 +391,26 @@ CONTROLS: dict[str, Control] = {control.param: control for control in (
 # Each control's request header, and the control of each (lowercase) header.
 CONTROL_HEADERS: dict[str, str] = {control.param: control.header for control in CONTROLS.values()}
 _BY_HEADER = {control.header.lower(): control for control in CONTROLS.values()}
+
+
+# ---- the same checks for answers written elsewhere (rules) ---------------------
+# Each raises `Refused` with the message a control would get, so a rule's header
+# or cookie is held to exactly the rules a caller's is.
+
+
+def check_header(name: str, value: str) -> tuple[str, str]:
+    """A response header a caller may set: a token name, no CR/LF/NUL, no framing or X-Echo-* header."""
+    if not TOKEN.fullmatch(name):
+        _check_text(name, "the header name")
+        raise _Refused(f"{name!r} is not a valid header name (an HTTP token: letters, digits and !#$%&'*+.^_`|~-)")
+    return _header(f"{name}: {value}", ControlLimits(), random)
+
+
+def check_header_value(value: str, what: str = "the header value") -> None:
+    """A header value as a template rendered it: no control character may reach the wire."""
+    _check_text(value, what)
+
+
+def check_cookie(raw: str) -> str:
+    """A Set-Cookie value RFC 6265 allows, normalised as `_cookie` does."""
+    return _cookie(raw, ControlLimits(), random)

@@ -189,13 +189,17 @@ def exchange_document(exchange: Exchange, bodies: bool = True) -> dict[str, Any]
     else:
         request["body"] = {k: v for k, v in request["body"].items() if k not in ("text", "base64", "wire_base64")}
         response["body"] = {"size": exchange.response.body_size, "sha256": exchange.response.body_sha256}
-    return {
+    doc = {
         "id": exchange.id,
         "time": iso_time(exchange.request.started),
         "duration_ms": round(exchange.duration_ms, 3),
         "request": request,
         "response": response,
     }
+    if exchange.rule is not None:
+        # Only on exchanges a rule answered (section 10): {"name", "id", "step"}.
+        doc["rule"] = dict(exchange.rule)
+    return doc
 
 
 def error_document(message: str, **fields: Any) -> dict[str, Any]:

@@ -13,13 +13,24 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from ..config import STORE_BUFFER, STORE_BUFFER_BYTES
-from .base import DEFAULT_PAGE, Health, Page, Query, Store, StoreError, UnstorableError, WriteStats
+from .base import (
+    DEFAULT_PAGE,
+    Counters,
+    Health,
+    LocalCounters,
+    Page,
+    Query,
+    Store,
+    StoreError,
+    UnstorableError,
+    WriteStats,
+)
 from .buffered import BufferedStore
 from .memory import MemoryStore
 
 __all__ = [
-    "DEFAULT_PAGE", "STORES", "BufferedStore", "Health", "MemoryStore", "Page", "Query", "Store", "StoreError",
-    "StoreOptions", "UnstorableError", "WriteStats", "make_store",
+    "DEFAULT_PAGE", "STORES", "BufferedStore", "Counters", "Health", "LocalCounters", "MemoryStore", "Page", "Query",
+    "Store", "StoreError", "StoreOptions", "UnstorableError", "WriteStats", "make_store",
 ]
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import abc
 import re
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -101,6 +102,45 @@ class UnstorableError(StoreError):
     def __init__(self, message: str, skipped: int) -> None:
         super().__init__(message)
         self.skipped = skipped
+class Counters(abc.ABC):
+    """Named counters that every thread (and, in a shared store, every replica) sees alike.
+
+    Rules count their hits here: `incr` is atomic, so of N concurrent requests
+    each gets its own count and a `times = 2` step answers exactly two."""
+
+    @abc.abstractmethod
+    def incr(self, key: str) -> int:
+        """Add one and return the new value (1 for the first). Raises StoreError."""
+
+    @abc.abstractmethod
+    def get(self, keys: Sequence[str]) -> list[int]:
+        """The values of `keys` (0 for one never counted)."""
+
+    @abc.abstractmethod
+    def delete(self, keys: Sequence[str]) -> None:
+        """Forget `keys`."""
+
+
+class LocalCounters(Counters):
+    """Counters of this process only, behind one lock."""
+
+    def __init__(self) -> None:
+        self._values: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def incr(self, key: str) -> int:
+        with self._lock:
+            value = self._values.get(key, 0) + 1
+            self._values[key] = value
+            return value
+
+    def get(self, keys: Sequence[str]) -> list[int]:
+        return [self._values.get(key, 0) for key in keys]
+
+    def delete(self, keys: Sequence[str]) -> None:
+        with self._lock:
+            for key in keys:
+                self._values.pop(key, None)
 
 
 class Store(abc.ABC):
@@ -179,6 +219,10 @@ class Store(abc.ABC):
     def flush(self, timeout: float) -> int:
         """Write what is queued, waiting at most `timeout` seconds; how many are still not written."""
         return 0
+    def counters(self) -> Counters:
+        """Counters kept where this store keeps history: in process by default,
+        in Redis for the Redis store, so that replicas share rule sequences."""
+        return LocalCounters()
 
     def close(self) -> None:  # noqa: B027 - optional: most backends hold nothing to release
         """Release connections; the default has none."""

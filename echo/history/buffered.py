@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from ..config import flag
 from ..model.records import Exchange
-from .base import Health, Page, Query, Store, StoreError, UnstorableError, WriteStats
+from .base import Counters, Health, Page, Query, Store, StoreError, UnstorableError, WriteStats
 
 log = logging.getLogger("echo")
 
@@ -353,6 +353,10 @@ class BufferedStore(Store):
             detail = f"{inner.detail}; {buffered} exchange(s) buffered since a failed write ({reason})"
             return Health(ok=False, backend=inner.backend, detail=detail, buffered=buffered)
         return Health(ok=inner.ok and not failing, backend=inner.backend, detail=inner.detail, buffered=buffered)
+
+    def counters(self) -> Counters:
+        # Rule sequences count where the history is kept (shared by replicas on Redis), not in this queue.
+        return self.store.counters()
 
     def write_stats(self) -> WriteStats:
         with self._lock:

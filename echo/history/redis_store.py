@@ -50,7 +50,7 @@ from redis.retry import Retry
 
 from ..config import ConfigError, flag
 from ..model.records import Exchange
-from .base import Health, Page, Query, Store, StoreError, UnstorableError
+from .base import Counters, Health, Page, Query, Store, StoreError, UnstorableError
 from .codec import CodecError, exchange_from_bytes, exchange_to_bytes
 
 log = logging.getLogger("echo")
@@ -472,5 +472,33 @@ class RedisStore(Store):
         return Health(ok=True, backend=self.backend,
                       detail=f"{kept} of {self._limit} exchanges kept in {self._where} under {self._prefix}:")
 
+    def counters(self) -> Counters:
+        return RedisCounters(self)
+
     def close(self) -> None:
         self._client.close()
+
+
+class RedisCounters(Counters):
+    """Rule counters in Redis (``P:rule:<key>``): INCR is atomic across replicas,
+    so a sequence is shared by every replica answering for the same rule."""
+
+    def __init__(self, store: RedisStore) -> None:
+        self._store = store
+        self._prefix = f"{store._prefix}:rule:"
+
+    def incr(self, key: str) -> int:
+        client = self._store._client
+        return int(self._store._call("count a rule hit", lambda: client.incr(self._prefix + key)))
+
+    def get(self, keys: Sequence[str]) -> list[int]:
+        if not keys:
+            return []
+        client = self._store._client
+        values = self._store._call("read rule hits", lambda: client.mget([self._prefix + key for key in keys]))
+        return [int(value or 0) for value in values]
+
+    def delete(self, keys: Sequence[str]) -> None:
+        if keys:
+            client = self._store._client
+            self._store._call("forget rule hits", lambda: client.delete(*[self._prefix + key for key in keys]))

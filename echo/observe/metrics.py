@@ -40,6 +40,12 @@ class Metrics:
         self.buckets = [0] * len(LATENCY_BUCKETS)
         self.latency_count = 0
         self.latency_sum = 0.0
+        # SIGHUP re-reads of --rules, by outcome ("ok", "failed").
+        self.rule_reloads = {"ok": 0, "failed": 0}
+
+    def rules_reloaded(self, ok: bool) -> None:
+        with self._lock:
+            self.rule_reloads["ok" if ok else "failed"] += 1
 
     def __call__(self, exchange: Exchange) -> None:
         key = (method_label(exchange.request.method), status_label(exchange.response.status))
@@ -60,6 +66,7 @@ class Metrics:
             requests = sorted(self.requests.items())
             buckets = list(self.buckets)
             count, total = self.latency_count, self.latency_sum
+            reloads = dict(self.rule_reloads)
         out = [
             "# HELP echo_requests_total Echo exchanges answered, by method and status class.",
             "# TYPE echo_requests_total counter",
@@ -92,6 +99,11 @@ class Metrics:
             "# HELP echo_history_dropped_total The same count as echo_store_dropped_total, under its older name.",
             "# TYPE echo_history_dropped_total counter",
             f"echo_history_dropped_total {dropped}",
+            "# HELP echo_rules_reloads_total Re-reads of the --rules file (SIGHUP), by result; "
+            "a failed one keeps the rules loaded before.",
+            "# TYPE echo_rules_reloads_total counter",
+            f'echo_rules_reloads_total{{result="ok"}} {reloads["ok"]}',
+            f'echo_rules_reloads_total{{result="failed"}} {reloads["failed"]}',
             "# HELP echo_build_info Version of the running server.",
             "# TYPE echo_build_info gauge",
             f'echo_build_info{{version="{_label_value(version)}"}} 1',

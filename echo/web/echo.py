@@ -1,6 +1,7 @@
 """The echo: a WSGI handler that answers every path outside the inspector.
 
-capture -> plan -> build the answer -> hand the exchange to the observer. It is
+capture -> (a rule, an httpbin route, or the controls' plan) -> build the
+answer -> hand the exchange to the observer. It is
 plain WSGI rather than a Flask view because it answers every request the
 server gets and Flask's routing and request objects would parse it a second
 time; the inspector, which serves people, is the Flask blueprint.
@@ -24,6 +25,7 @@ from ..answer.answer import Answer
 from ..answer.controls import DEFAULT_BODY_TYPE, ControlError, ControlLimits, ResponsePlan, plan
 from ..answer.held import RETRY_AFTER_SECONDS, HeldBudget
 from ..answer.routes import Found, RouteLimits, find
+from ..answer.rules import Broken, Chosen, RuleBook, render
 from ..capture.request import BIN_HEADER, BIN_HEADER_KEY, EMPTY_SHA256, CaptureLimits, capture
 from ..config import flag
 from ..formats.documents import dumps, echo_document, echo_json, error_document
@@ -32,6 +34,7 @@ from ..model.http import HTML_TYPE, JSON_TYPE, PAGE_CSP, SANDBOX_CSP, status_lin
 from ..model.records import Exchange, IdSource, RequestRecord, ResponseRecord
 from ..observe.recorder import Recorder
 from .cors import Headers, cors_headers, is_preflight, preflight_headers
+from .serving import Fault, connection_socket, fault
 
 log = logging.getLogger("echo")
 
@@ -102,6 +105,7 @@ class EchoHandler:
         held: HeldBudget,
         ids: IdSource | None = None,
         route_limits: RouteLimits | None = None,
+        rules: RuleBook | None = None,
     ) -> None:
         self.capture_limits = capture_limits
         self.control_limits = control_limits
@@ -112,10 +116,14 @@ class EchoHandler:
         self.held = held
         # None: httpbin mode is off and every path gets the echo.
         self.route_limits = route_limits
+        # None: no --rules file and no API (an app built without them).
+        self.rules = rules
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         try:
             return self._handle(environ, start_response)
+        except Fault:
+            raise  # a rule's fault: waitress ends the connection without an answer
         except Exception:  # noqa: BLE001 - the last line of defence; every known case is handled above it
             log.exception("echo failed on %s %s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
             failed = self._error(500, error_document("Echo failed to answer this request; see the server log"))
@@ -127,6 +135,7 @@ class EchoHandler:
         began = time.perf_counter()
         record = capture(environ, self.capture_limits, self.ids)
         controls: Mapping[str, Any] = {}
+        chosen: Chosen | None = None
         if record.too_large and record.body_size <= self.capture_limits.max_body:
             # Under the limit on the wire: its Content-Encoding decoded past it.
             # Decoding stops at the first byte over, so that is the size known.
@@ -146,6 +155,10 @@ class EchoHandler:
             ))
         elif (named := environ.get(BIN_HEADER_KEY)) is not None and named != record.bin:
             answer = self._bad_bin(record, named)
+        elif self.rules is not None and (chosen := self.rules.choose(record)) is not None:
+            # Precedence (SPEC section 10): rules, then httpbin routes, then the echo.
+            # A rule's answer is the answer: the caller's controls do not apply.
+            answer, controls = self._rule(record, chosen, began, environ)
         elif self.cors and is_preflight(record.method, environ):
             answer = Answer(204, preflight_headers(environ))
         elif self.route_limits is not None and (found := find(_route_path(record))) is not None:
@@ -158,7 +171,48 @@ class EchoHandler:
                 controls = decided.summary()
                 busy = self._hold(decided.delay, environ, "_delay") if decided.delay else None
                 answer = busy or self._answer(record, decided, controls, environ)
-        return self._send(record, answer, controls, began, environ, start_response)
+        return self._send(record, answer, controls, began, environ, start_response,
+                          chosen.record if chosen is not None else None)
+
+    def _rule(
+        self, record: RequestRecord, chosen: Chosen, began: float, environ: dict[str, Any]
+    ) -> tuple[Answer, Mapping[str, Any]]:
+        """The chosen rule step's answer; a fault ends the connection here, once recorded."""
+        assert self.rules is not None
+        rule = chosen.rule
+        step = rule.steps[chosen.step]
+        if step.fault and connection_socket(environ) is None:
+            # Served by another WSGI server (Flask's test client, an embedding app):
+            # the connection is not Echo's to close, so say so instead of failing.
+            return self._error(501, error_document(
+                f"rule {rule.name or rule.id!r}: a {step.fault} fault needs echo-server's own server (waitress)",
+                rule=rule.name, id=rule.id, field=f"respond[{chosen.step}].fault",
+            )), {}
+        if step.fault:
+            busy = self._hold(step.delay, environ, f"rule {rule.name or rule.id}") if step.delay else None
+            if busy is not None:
+                return busy, {}
+            self.recorder.observe(Exchange(
+                request=record,
+                # Nothing was sent: status 0, as HAR writes an answer that never came.
+                response=ResponseRecord(status=0, headers=(), body=b"", body_size=0, body_sha256=EMPTY_SHA256,
+                                        content_type=""),
+                controls={"fault": step.fault, "delay": step.delay},
+                duration_ms=(time.perf_counter() - began) * 1000,
+                rule=chosen.record,
+            ))
+            fault(environ, step.fault)
+        decided = render(chosen, record, self.rules.limits)
+        if isinstance(decided, Broken):
+            # A template that fails is the rule's fault, not Echo's and not the caller's:
+            # 502, as a gateway answers for an upstream that sent something unusable.
+            return self._error(502, error_document(
+                f"rule {rule.name or rule.id!r} could not answer: {decided.field}: {decided.message}",
+                rule=rule.name, id=rule.id, field=decided.field,
+            )), {}
+        controls = decided.summary()
+        busy = self._hold(decided.delay, environ, f"rule {rule.name or rule.id}") if decided.delay else None
+        return busy or self._answer(record, decided, controls, environ), controls
 
     def _send(
         self,
@@ -168,6 +222,7 @@ class EchoHandler:
         began: float,
         environ: dict[str, Any],
         start_response: StartResponse,
+        rule: Mapping[str, Any] | None = None,
     ) -> Iterable[bytes]:
         """Add Echo's own headers, record the exchange, and hand the answer to WSGI."""
         headers = answer.headers
@@ -201,6 +256,7 @@ class EchoHandler:
             ),
             controls=controls,
             duration_ms=(time.perf_counter() - began) * 1000,
+            rule=rule,
         ))
         start_response(status_line(answer.status), [(n, wire(v)) for n, v in headers])
         return [body] if body else []

@@ -14,6 +14,7 @@ from typing import Any, cast
 from flask import Flask, current_app
 
 from ..answer.held import HeldBudget
+from ..answer.rules import RuleBook
 from ..history import Store
 from ..observe.arrivals import Arrivals
 from ..observe.metrics import Metrics
@@ -50,6 +51,7 @@ class Services:
     waiters: HeldBudget = field(default_factory=lambda: HeldBudget(0))
     arrivals: Arrivals = field(default_factory=Arrivals)
     echo: Any = None  # the echo's WSGI handler, set once it is built
+    rules: RuleBook | None = None  # the --rules file's rules and the API's
 
 
 def services(app: Flask | None = None) -> Services:

@@ -15,16 +15,23 @@ installed on the server by the CLI:
   message with `Transfer-Encoding`, whose framing the same section calls faulty.
 - On stop, waitress cancels queued requests and stops sending; `drain` instead
   stops accepting and serves every request already received, within a deadline.
+
+It also carries out a rule's `fault` (`fault(environ, kind)`): the connection
+ends without an answer, closed cleanly (`close`: the peer reads end of stream)
+or reset (`reset`: SO_LINGER 0, so closing sends RST and the peer's read fails).
 """
 
 from __future__ import annotations
 
+import logging
+import socket
+import struct
 import time
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 from waitress import wasyncore
-from waitress.channel import HTTPChannel
+from waitress.channel import ClientDisconnected, HTTPChannel
 from waitress.parser import HTTPRequestParser, ParsingError
 from waitress.receiver import ChunkedReceiver
 from waitress.server import BaseWSGIServer
@@ -105,6 +112,37 @@ class EchoParser(HTTPRequestParser):
             raise ParsingError(problem)
         if self.chunked and isinstance(self.body_rcv, ChunkedReceiver):
             self.body_rcv = BoundedChunkedReceiver(self.body_rcv.buf, self.chunk_line_limit)
+
+
+# A faulted channel logs here instead of on "waitress": its "Client disconnected
+# while serving" line would be one misleading line per fault.
+_FAULT_LOG = logging.getLogger("waitress.fault")
+_FAULT_LOG.setLevel(logging.WARNING)
+
+
+class Fault(ClientDisconnected):
+    """Raised by the echo to end its connection without an answer. waitress
+    treats it as a caller gone away: it writes nothing and closes the socket."""
+
+
+def connection_socket(environ: dict[str, Any]) -> socket.socket | None:
+    """The client's socket of the channel serving `environ` (waitress only), or None."""
+    channel = getattr(environ.get("waitress.client_disconnected"), "__self__", None)
+    sock = getattr(channel, "socket", None)
+    return sock if isinstance(sock, socket.socket) else None
+
+
+def fault(environ: dict[str, Any], kind: str) -> NoReturn:
+    """End this request's connection without an answer: `close` (FIN) or `reset` (RST)."""
+    channel = getattr(environ.get("waitress.client_disconnected"), "__self__", None)
+    sock = connection_socket(environ)
+    if sock is None or channel is None:
+        raise RuntimeError(f"a {kind} fault needs waitress (echo-server), which owns the connection")
+    if kind == "reset":
+        # Linger on, for 0 s: close() drops the connection with RST instead of FIN.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    channel.logger = _FAULT_LOG
+    raise Fault(kind)
 
 
 def channel_class(max_header: int) -> type[HTTPChannel]:

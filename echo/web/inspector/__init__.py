@@ -21,7 +21,7 @@ from flask import render_template, request
 from werkzeug.exceptions import HTTPException
 
 from ...history import StoreError
-from . import api, auth, ops, pages, waits  # noqa: F401 - each registers its routes on bp
+from . import api, auth, ops, pages, rules, waits  # noqa: F401 - each registers its routes on bp
 from .common import api_error, bp, is_api
 
 __all__ = ["bp", "handle_http_error"]
