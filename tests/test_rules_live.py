@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -189,6 +190,22 @@ def test_api_rules_of_a_bin_do_not_answer_outside_it(echo_server: Callable[..., 
     assert [(r["name"], r["bin"], r["hits"]) for r in listed] == [("shared", None, 1), ("mine", "job1", 0)]
     assert call(server.port, "DELETE", "/_/api/rules?bin=job1")[0] == 204
     assert [r["name"] for r in json.loads(call(server.port, "GET", "/_/api/rules")[2])["rules"]] == ["shared"]
+
+
+def test_api_rules_of_a_bin_answer_inside_it_by_path_and_by_header(echo_server: Callable[..., EchoServer]) -> None:
+    server = echo_server("--log", "off")
+    rule = {"name": "mine", "match": "method:POST path:/hook", "bin": "job1", "respond": {"status": 503}}
+    assert call(server.port, "POST", "/_/api/rules", json.dumps(rule).encode(),
+                {"Content-Type": "application/json"})[0] == 201
+    # In its bin, `path:` is the path below /b/{bin}, as in a bin's filters.
+    assert call(server.port, "POST", "/b/job1/hook", b"{}")[0] == 503
+    assert call(server.port, "POST", "/hook", b"{}", {"X-Echo-Bin": "job1"})[0] == 503
+    assert call(server.port, "POST", "/b/job2/hook", b"{}")[0] == 200  # another job's bin
+    assert call(server.port, "GET", "/b/job1/hook")[0] == 200  # the match still holds whole
+    found = json.loads(call(server.port, "GET", "/_/api/exchanges?f=" + quote("bin:job1 rule:mine"))[2])["exchanges"]
+    assert [(x["request"]["bin"], x["request"]["bin_path"], x["rule"]["name"], x["response"]["status"])
+            for x in found] == [
+        ("job1", "/hook", "mine", 503), ("job1", "/hook", "mine", 503)]
 
 
 def test_a_rule_delay_ends_when_the_caller_leaves(tmp_path: Path, echo_server: Callable[..., EchoServer]) -> None:
