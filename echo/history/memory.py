@@ -8,7 +8,12 @@ import threading
 
 from ..model.records import Exchange
 from .base import Health, Query, Store
-from .packed import Packed, pack, unpack
+from .packed import Kept, pack, unpack
+
+# A page is read in batches of ids taken under the lock, newest first, and
+# unpacked outside it; a filter that passes few exchanges gets larger batches.
+FIRST_BATCH_MIN = 16
+BATCH_MAX = 4096
 
 
 class MemoryStore(Store):
@@ -24,7 +29,7 @@ class MemoryStore(Store):
     def __init__(self, limit: int) -> None:
         self._limit = limit
         self._ids: list[str] = []
-        self._items: dict[str, Packed | Exchange] = {}
+        self._items: dict[str, Kept] = {}
         self._lock = threading.Lock()
 
     def add(self, exchange: Exchange) -> None:
@@ -49,18 +54,30 @@ class MemoryStore(Store):
         return None if kept is None else unpack(kept)
 
     def list(self, query: Query) -> list[Exchange]:
-        # Unpacked outside the lock: the echo adds while a page is read.
-        with self._lock:
-            end = bisect.bisect_left(self._ids, query.before) if query.before else len(self._ids)
-            items = self._items
-            newest_first = [items[exchange_id] for exchange_id in reversed(self._ids[:end])]
         found: list[Exchange] = []
-        for kept in newest_first:
-            exchange = unpack(kept)
-            if query.matches(exchange):
-                found.append(exchange)
-                if len(found) >= query.limit:
-                    break
+        before = query.before
+        batch = max(query.limit, FIRST_BATCH_MIN)
+        while len(found) < query.limit:
+            # Walk back from the page's end by index: no copy of the id list,
+            # which is 100,000 entries with a large --history. Each batch starts
+            # before the last id seen, so adds and evictions in between move nothing.
+            with self._lock:
+                ids, items = self._ids, self._items
+                end = bisect.bisect_left(ids, before) if before is not None else len(ids)
+                start = max(end - batch, 0)
+                taken = [items[ids[i]] for i in range(end - 1, start - 1, -1)]
+                oldest = ids[start] if start < end else None
+            # Unpacked outside the lock: the echo adds while a page is read.
+            for kept in taken:
+                exchange = unpack(kept)
+                if query.matches(exchange):
+                    found.append(exchange)
+                    if len(found) >= query.limit:
+                        return found
+            if start == 0 or oldest is None:
+                break
+            before = oldest
+            batch = min(batch * 2, BATCH_MAX)
         return found
 
     def clear(self) -> None:
