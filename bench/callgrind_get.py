@@ -48,9 +48,10 @@ def inner(mode: str, history: int, warmup: int, requests: int) -> None:
     app = create_app(config, environ={}).wsgi_app
     path = PATHS[mode]
 
-    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
         if not status.startswith("200"):
             raise SystemExit(f"answered {status}")
+        return None
 
     def call() -> None:
         body = app(environ(path, "a=1&b=2"), start_response)

@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -119,7 +120,7 @@ def list_time(port: int, limit: int = LIST_PAGE, times: int = LIST_TIMES) -> dic
     return {"median_ms": statistics.median(took), "max_ms": max(took), "times": times}
 
 
-def list_of_kept(scratch: Path, count: int = KEPT, store: str | None = None) -> dict[str, float]:
+def list_of_kept(scratch: Path, count: int = KEPT, store: str | None = None) -> dict[str, float | str]:
     server = echo_server(scratch, "echo-list", "--history", str(count), *(["--store", store] if store else []))
     try:
         if store:  # a shared store may hold a previous run's exchanges
@@ -156,17 +157,25 @@ def interleaved(scratch: Path, workload_names: list[str], rounds: int, seconds: 
                 run.wrk(wrk_bin, client_pin, server, workload, 2, body_file)  # warm-up
             plan = {"rounds": rounds, "round_duration": seconds}
             got = run.price_history(on, off, workload, plan, wrk_bin, client_pin, body_file)
-            ratios = sorted(r["rps"] for r in got)
-            q1, _, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else (ratios[0],) * 3
-            cost = 1 - statistics.median(ratios)
-            out[workload.name] = {"cost": cost, "middle_low": 1 - q3, "middle_high": 1 - q1, "rounds": len(got)}
+            cost, low, high = _cost(sorted(r["rps"] for r in got))
+            # CPU time per request the other way round: more CPU is a cost.
+            cpu, cpu_low, cpu_high = _cost(sorted(2 - r["cpu_us"] for r in got))
+            out[workload.name] = {"cost": cost, "middle_low": low, "middle_high": high, "rounds": len(got),
+                                  "cpu_cost": cpu, "cpu_middle_low": cpu_low, "cpu_middle_high": cpu_high}
             print(f"  {workload.label:<24} history {history} costs {cost:+.1%} of req/s against --history 0 "
-                  f"(middle half {1 - q3:+.1%} .. {1 - q1:+.1%}, {len(got)} rounds of {seconds} s; "
-                  f"target at most {HISTORY_COST:.0%})", flush=True)
+                  f"(middle half {low:+.1%} .. {high:+.1%}), {cpu:+.1%} in CPU per request "
+                  f"(middle half {cpu_low:+.1%} .. {cpu_high:+.1%}); {len(got)} rounds of {seconds} s; "
+                  f"target at most {HISTORY_COST:.0%}", flush=True)
     finally:
         on.stop()
         off.stop()
     return out
+
+
+def _cost(ratios: list[float]) -> tuple[float, float, float]:
+    """1 - the median of sorted with/without ratios, and the same of their middle half (low, high)."""
+    q1, _, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else (ratios[0],) * 3
+    return 1 - statistics.median(ratios), 1 - q3, 1 - q1
 
 
 def report_rss(found: dict[str, float]) -> None:
@@ -176,7 +185,7 @@ def report_rss(found: dict[str, float]) -> None:
           f"filled in {found['fill_seconds']:.0f} s); target at most {RSS_100K_MIB} MiB: {verdict}", flush=True)
 
 
-def report_list(found: dict[str, float | str]) -> None:
+def report_list(found: dict[str, Any]) -> None:
     median = float(found["median_ms"])
     verdict = "met" if median < LIST_MS else "MISSED"
     print(f"  list {LIST_PAGE} of {found['exchanges']:,} kept ({found['store']}): {median:.1f} ms median, "

@@ -7,6 +7,7 @@ the hot path never serialises anything it does not send.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
@@ -14,7 +15,6 @@ import re
 import threading
 import time
 from collections.abc import Mapping
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
