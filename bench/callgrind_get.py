@@ -3,6 +3,7 @@
     .venv/bin/python bench/callgrind_get.py                 # GET /get?a=1&b=2 with --httpbin
     .venv/bin/python bench/callgrind_get.py --mode echo     # GET /anything?a=1&b=2
     .venv/bin/python bench/callgrind_get.py --history 0     # without recording
+    .venv/bin/python bench/callgrind_get.py --cache         # also last-level cache misses (2 MiB LL)
 
 Deterministic where req/s on a shared machine is not: the app (built by
 `create_app` with the benchmark's settings: full capture, controls, history on,
@@ -66,20 +67,28 @@ def inner(mode: str, history: int, warmup: int, requests: int) -> None:
         call()
 
 
-def count(argv: list[str], requests: int) -> int:
+# The last-level cache callgrind simulates with --cache: this machine's per-core L2.
+LL_CACHE = "--LL=2097152,16,64"
+
+
+def count(argv: list[str], requests: int, cache: bool) -> list[int]:
+    """Instructions, and with `cache` last-level misses (reads + writes), of one run."""
     with tempfile.TemporaryDirectory() as scratch:
         out = os.path.join(scratch, "callgrind.out")
+        sim = ["--cache-sim=yes", LL_CACHE] if cache else ["--cache-sim=no"]
         done = subprocess.run(
-            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--cache-sim=no",
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *sim,
              sys.executable, __file__, "--inner", *argv, "--requests", str(requests)],
             capture_output=True, text=True,
         )
         if done.returncode != 0:
             raise SystemExit(done.stderr[-3000:])
-        found = re.search(r"Collected\s*:\s*(\d+)", done.stderr)
+        found = re.search(r"Collected\s*:\s*([\d ]+)", done.stderr)
         if not found:
             raise SystemExit(f"no instruction count in valgrind's output:\n{done.stderr[-2000:]}")
-        return int(found.group(1))
+        # Ir, then with the cache simulated: Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw.
+        events = [int(n) for n in found.group(1).split()]
+        return events[:1] + ([sum(events[6:9])] if cache else [])
 
 
 def main() -> int:
@@ -88,16 +97,18 @@ def main() -> int:
     parser.add_argument("--history", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=1500)
     parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--cache", action="store_true", help="simulate the caches and count last-level misses too")
     parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.inner:
         inner(args.mode, args.history, args.warmup, args.requests)
         return 0
     argv = ["--mode", args.mode, "--history", str(args.history), "--warmup", str(args.warmup)]
-    base = count(argv, 0)
-    total = count(argv, args.requests)
-    per = (total - base) / args.requests
-    print(f"{args.mode} history {args.history}: {per / 1000:.1f}k instructions per request "
+    base = count(argv, 0, args.cache)
+    total = count(argv, args.requests, args.cache)
+    per = [(t - b) / args.requests for t, b in zip(total, base, strict=True)]
+    misses = f", {per[1]:.1f} last-level misses" if args.cache else ""
+    print(f"{args.mode} history {args.history}: {per[0] / 1000:.1f}k instructions{misses} per request "
           f"({args.requests} requests after {args.warmup} of warm-up)")
     return 0
 

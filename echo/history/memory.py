@@ -36,18 +36,20 @@ class MemoryStore(Store):
         if self._limit <= 0:
             return
         kept = pack(exchange)
+        exchange_id = exchange.request.id
+        ids, items = self._ids, self._items
         with self._lock:
-            if exchange.id in self._items:
-                self._items[exchange.id] = kept
+            if exchange_id in items:
+                items[exchange_id] = kept
                 return
-            if not self._ids or exchange.id > self._ids[-1]:
-                self._ids.append(exchange.id)
+            if not ids or exchange_id > ids[-1]:
+                ids.append(exchange_id)
             else:
-                bisect.insort(self._ids, exchange.id)
-            self._items[exchange.id] = kept
-            if len(self._ids) > self._limit:  # one in, one out: the limit is never lowered
-                del self._items[self._ids[0]]
-                del self._ids[0]
+                bisect.insort(ids, exchange_id)
+            items[exchange_id] = kept
+            if len(ids) > self._limit:  # one in, one out: the limit is never lowered
+                del items[ids[0]]
+                del ids[0]
 
     def get(self, exchange_id: str) -> Exchange | None:
         kept = self._items.get(exchange_id)

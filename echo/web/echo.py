@@ -198,7 +198,7 @@ class EchoHandler:
             controls=controls,
             duration_ms=(time.perf_counter() - began) * 1000,
         ))
-        start_response(status_line(answer.status), [(n, wire(v)) for n, v in headers])
+        start_response(status_line(answer.status), [(n, v if v.isascii() else wire(v)) for n, v in headers])
         return [body] if body else []
 
     def _route(self, record: RequestRecord, found: Found, environ: dict[str, Any]) -> Answer:
