@@ -123,7 +123,7 @@ def multipart_body(size: int) -> tuple[bytes, str]:
     ).encode()
     tail = f"\r\n--{BOUNDARY}--\r\n".encode()
     room = size - len(head) - len(tail)
-    lines = []
+    lines: list[bytes] = []
     n = 0
     while sum(map(len, lines)) < room:
         n += 1
@@ -298,7 +298,8 @@ def ensure_httpbin(python: str, quiet: bool) -> tuple[str, str] | None:
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def request(port: int, workload: Workload, conn: http.client.HTTPConnection | None = None) -> tuple[int, bytes]:
@@ -421,7 +422,7 @@ def wrk(wrk_bin: str, prefix: list[str], server: Server, workload: Workload, sec
         argv += ["-s", str(BENCH / "body.lua")]
     argv.append(f"http://127.0.0.1:{server.port}{workload.path}")
     if workload.body:
-        argv += ["--", workload.method, workload.content_type, str(body_file)]
+        argv += ["--", workload.method, workload.content_type or "", str(body_file)]
     cpu = server.cpu_seconds()
     done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
     cpu = server.cpu_seconds() - cpu
