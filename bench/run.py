@@ -46,6 +46,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 HTTPBIN_VENV = BENCH / ".venv-httpbin"
@@ -122,7 +123,7 @@ def multipart_body(size: int) -> tuple[bytes, str]:
     ).encode()
     tail = f"\r\n--{BOUNDARY}--\r\n".encode()
     room = size - len(head) - len(tail)
-    lines = []
+    lines: list[bytes] = []
     n = 0
     while sum(map(len, lines)) < room:
         n += 1
@@ -297,7 +298,8 @@ def ensure_httpbin(python: str, quiet: bool) -> tuple[str, str] | None:
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def request(port: int, workload: Workload, conn: http.client.HTTPConnection | None = None) -> tuple[int, bytes]:
@@ -420,7 +422,7 @@ def wrk(wrk_bin: str, prefix: list[str], server: Server, workload: Workload, sec
         argv += ["-s", str(BENCH / "body.lua")]
     argv.append(f"http://127.0.0.1:{server.port}{workload.path}")
     if workload.body:
-        argv += ["--", workload.method, workload.content_type, str(body_file)]
+        argv += ["--", workload.method, workload.content_type or "", str(body_file)]
     cpu = server.cpu_seconds()
     done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
     cpu = server.cpu_seconds() - cpu
@@ -713,6 +715,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="history rounds per workload: a short burst to Echo with and without history, in turns "
                              "(default 20 of 2 s, --quick 2 of 1 s; 0 prices history from the runs' pairs)")
     parser.add_argument("--no-memory", action="store_true", help="skip the RSS measurement")
+    parser.add_argument("--history-memory", action="store_true",
+                        help="also measure, by bench/memory.py, RSS after 100,000 small GETs kept (--history 100000) "
+                             "and the time to list 50 of them through the API")
     parser.add_argument("--json", type=Path, help="where to write the results (default bench/results/latest.json)")
     args = parser.parse_args(argv)
 
@@ -769,6 +774,10 @@ def main(argv: list[str] | None = None) -> int:
         results, queue_lines, history_rounds = run_load(targets, loads, plan, wrk_bin, (server_pin, client_pin),
                                                         scratch)
         rss = None if args.no_memory else measure_memory(python, scratch)
+        kept: dict[str, Any] | None = None
+        if args.history_memory:
+            import memory  # bench/memory.py, beside this file (its directory is first on sys.path)
+            kept = {"rss": memory.rss_after(scratch), "list": memory.list_of_kept(scratch)}
     except BenchError as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         print(f"server logs are in {scratch}", file=sys.stderr)
@@ -782,11 +791,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average at the end: {os.getloadavg()[0]:.2f}")
     print()
     print(table)
+    if kept is not None:
+        memory.report_rss(kept["rss"])
+        memory.report_list(kept["list"])
     out = args.json or RESULTS / "latest.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "plan": plan, "notes": notes, "targets": labels, "rss_mib": rss, "queue_log_lines": queue_lines,
-        "results": [asdict(r) for r in results], "history_rounds": history_rounds,
+        "results": [asdict(r) for r in results], "history_rounds": history_rounds, "history_memory": kept,
         "checks": [{"target": text, "value": shown, "met": ok} for text, shown, ok in checks],
     }, indent=2) + "\n")
     shutil.rmtree(scratch, ignore_errors=True)

@@ -8,7 +8,14 @@ import threading
 
 from ..model.records import Exchange
 from .base import Health, Page, Query, Store
-from .packed import Packed, may_hold, pack, unpack
+from .packed import Kept, may_hold, pack, unpack
+
+# A page is read in batches of ids taken under the lock, newest first, and
+# unpacked outside it; a filter that passes few exchanges gets larger batches.
+FIRST_BATCH_MIN = 16
+BATCH_MAX = 4096
+# `list` is a page whose scan has no bound of its own.
+UNBOUNDED = 1 << 62
 
 
 class MemoryStore(Store):
@@ -27,57 +34,69 @@ class MemoryStore(Store):
     def __init__(self, limit: int) -> None:
         self._limit = limit
         self._ids: list[str] = []
-        self._items: dict[str, Packed | Exchange] = {}
+        self._items: dict[str, Kept] = {}
         self._lock = threading.Lock()
 
     def add(self, exchange: Exchange) -> None:
         if self._limit <= 0:
             return
         kept = pack(exchange)
+        exchange_id = exchange.request.id
         with self._lock:
-            if exchange.id in self._items:
-                self._items[exchange.id] = kept
+            ids, items = self._ids, self._items
+            if exchange_id in items:
+                items[exchange_id] = kept
                 return
-            if not self._ids or exchange.id > self._ids[-1]:
-                self._ids.append(exchange.id)
+            if not ids or exchange_id > ids[-1]:
+                ids.append(exchange_id)
             else:
-                bisect.insort(self._ids, exchange.id)
-            self._items[exchange.id] = kept
-            if len(self._ids) > self._limit:  # one in, one out: the limit is never lowered
-                del self._items[self._ids[0]]
-                del self._ids[0]
+                bisect.insort(ids, exchange_id)
+            items[exchange_id] = kept
+            if len(ids) > self._limit:  # one in, one out: the limit is never lowered
+                del items[ids[0]]
+                del ids[0]
 
     def get(self, exchange_id: str) -> Exchange | None:
         kept = self._items.get(exchange_id)
         return None if kept is None else unpack(kept)
 
     def list(self, query: Query) -> list[Exchange]:
-        return self.page(query, len(self._ids)).exchanges
+        return self.page(query, UNBOUNDED).exchanges
 
     def page(self, query: Query, max_scan: int) -> Page:
-        # Only the newest `max_scan` before the bound can be examined: copy
-        # just those ids under the lock, unpack outside it (the echo adds
-        # while a page is read).
-        with self._lock:
-            end = bisect.bisect_left(self._ids, query.before) if query.before else len(self._ids)
-            start = max(0, end - max(max_scan, 0))
-            items = self._items
-            newest_first = [items[exchange_id] for exchange_id in reversed(self._ids[start:end])]
         found: list[Exchange] = []
         scanned = 0
+        before = query.before
         hints = query.filter.hints if query.filter else ()
-        for kept in newest_first:
-            scanned += 1
-            if hints and isinstance(kept, Packed) and not may_hold(kept, hints):
-                continue  # cannot match: not worth unpacking
-            exchange = unpack(kept)
-            if query.matches(exchange):
-                found.append(exchange)
-                if len(found) >= query.limit:
-                    return Page(found, scanned)
-        # Every id before `start` was left unexamined: the scan stopped at the last one it took.
-        stopped = newest_first[-1].id if start > 0 and newest_first else None
-        return Page(found, scanned, stopped)
+        batch = max(query.limit, FIRST_BATCH_MIN)
+        while scanned < max_scan:
+            # Walk back from the page's end by index: no copy of the id list,
+            # which is 100,000 entries with a large --history. Each batch starts
+            # before the last id seen, so adds and evictions in between move nothing.
+            with self._lock:
+                ids, items = self._ids, self._items
+                end = bisect.bisect_left(ids, before) if before is not None else len(ids)
+                start = max(end - min(batch, max_scan - scanned), 0)
+                taken = [(ids[i], items[ids[i]]) for i in range(end - 1, start - 1, -1)]
+            # Unpacked outside the lock: the echo adds while a page is read.
+            for exchange_id, kept in taken:
+                scanned += 1
+                if hints and not isinstance(kept, Exchange) and not may_hold(kept, hints):
+                    continue  # cannot match: not worth unpacking
+                exchange = unpack(kept)
+                if query.matches(exchange):
+                    found.append(exchange)
+                    if len(found) >= query.limit:
+                        return Page(found, scanned)
+            if start == 0 or not taken:
+                return Page(found, scanned)
+            before = taken[-1][0]
+            batch = min(batch * 2, BATCH_MAX)
+        # The bound is used up: the scan stopped at the last id it examined,
+        # and says so only when something older is left unexamined.
+        with self._lock:
+            more = before is not None and bisect.bisect_left(self._ids, before) > 0
+        return Page(found, scanned, before if more else None)
 
     def clear(self, bin: str | None = None) -> None:
         if bin is None:

@@ -1,13 +1,22 @@
-"""Packing: an exchange as the in-process store keeps it, in a few objects.
+"""Packing: an exchange as the in-process store keeps it, in as few objects as it can.
 
 Every object history holds is memory that the next requests' short-lived
 objects share and that evicting the oldest exchange walks through: a kept GET
 as records is about 20 small objects, and keeping them cost the echo more than
 keeping one bytes object with the same facts (bench/README.md). So the memory
-store keeps an exchange's text and numbers as one orjson array in a fixed
-order (about a microsecond to write), its bodies as the bytes they are, and
-its parsed JSON and controls by reference (most exchanges share the same
-ones). Reading unpacks records equal, field for field, to the ones packed.
+store keeps an exchange's id, text and numbers as one orjson array in a fixed
+order (about a microsecond to write) behind a two-byte head. Reading unpacks
+records equal, field for field, to the ones packed.
+
+An exchange with no body to keep, no parsed JSON of its own and controls that
+are empty or shared is that bytes object alone: the head says which of the
+few shared values it had (most GETs). Any other keeps its bodies as the bytes
+they are and its parsed JSON and controls by reference, in a `Packed` beside
+the bytes.
+
+The bytes are always a copy of orjson's output: orjson 3.13 returns a bytes
+object whose allocation stays at its 8 KiB working buffer whatever its length
+(`sys.getsizeof` does not show it), which made a kept GET 8 KB of memory.
 
 What orjson cannot write exactly (integers over 64 bits, lone surrogates,
 floats that are not finite) is kept as the records themselves.
@@ -16,19 +25,22 @@ floats that are not finite) is kept as the records themselves.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import orjson
 
-from ..model.records import Exchange, FileInfo, Pairs, RequestRecord, ResponseRecord
+from ..model.records import JSON_FROM_BODY, Exchange, FileInfo, Pairs, RequestRecord, ResponseRecord
 
 
 @dataclass(slots=True, eq=False)
 class Packed:
-    id: str
-    fields: bytes  # orjson array, in the order `pack` writes and `unpack` reads
+    """An exchange with something to keep by reference beside its packed fields."""
+
+    fields: bytes  # the head and the orjson array, as `pack` writes and `unpack` reads
     body: bytes
     content: bytes | None
     response_body: bytes | None
@@ -36,7 +48,47 @@ class Packed:
     controls: Mapping[str, Any]
 
 
-def pack(exchange: Exchange) -> Packed | Exchange:
+Kept = Packed | bytes | Exchange
+
+# The head's first byte: what an exchange kept as bytes alone had in the
+# places a `Packed` keeps by reference.
+_JSON_FROM_BODY = 1  # json was JSON_FROM_BODY (else None)
+_CONTENT_EMPTY = 2  # content was b"" (else None)
+_RESPONSE_NONE = 4  # the response body was None (else b"")
+# The head's second byte: 0 for controls that were an empty dict (a new one on
+# every read, since a dict can be changed), else 1 + the index of a read-only
+# mapping in _SHARED_CONTROLS, given back as that same object.
+_EMPTY_DICT = 0
+# Read-only controls seen, by identity: the echo's "no controls" summary is
+# one object shared by every request without controls. Bounded: a mapping
+# not among the first ones is kept by reference instead.
+_SHARED_CONTROLS: list[Mapping[str, Any]] = []
+_SHARED_INDEX: dict[int, int] = {}
+_SHARED_LIMIT = 255
+_SHARED_LOCK = threading.Lock()
+
+
+def _controls_code(controls: Mapping[str, Any]) -> int | None:
+    """The head's controls byte, or None when they must be kept by reference."""
+    if type(controls) is dict and not controls:
+        return _EMPTY_DICT
+    if type(controls) is not MappingProxyType:
+        return None
+    index = _SHARED_INDEX.get(id(controls))
+    if index is None:
+        with _SHARED_LOCK:
+            index = _SHARED_INDEX.get(id(controls))
+            if index is None:
+                if len(_SHARED_CONTROLS) >= _SHARED_LIMIT:
+                    return None
+                # Held here for good, so its id is never another object's.
+                index = len(_SHARED_CONTROLS)
+                _SHARED_CONTROLS.append(controls)
+                _SHARED_INDEX[id(controls)] = index
+    return index + 1
+
+
+def pack(exchange: Exchange) -> Kept:
     """The exchange packed, or the exchange itself when packing would not be exact."""
     request, response = exchange.request, exchange.response
     # orjson writes NaN and infinities as null: keep such an exchange as it is.
@@ -44,7 +96,7 @@ def pack(exchange: Exchange) -> Packed | Exchange:
         return exchange
     try:
         fields = orjson.dumps((
-            request.started, request.method, request.url, request.path, request.query_string,
+            request.id, request.started, request.method, request.url, request.path, request.query_string,
             request.http_version, request.remote_addr, request.args, request.headers, request.cookies,
             request.form, [(f.field, f.filename, f.content_type, f.size, f.sha256) for f in request.files],
             request.body_size, request.body_sha256, request.content_encoding, request.errors,
@@ -55,32 +107,51 @@ def pack(exchange: Exchange) -> Packed | Exchange:
         ))
     except TypeError:  # orjson.JSONEncodeError: an int over 64 bits, a lone surrogate
         return exchange
-    return Packed(request.id, fields, request.body, request.content, response.body, request.kept_json, exchange.controls)
+    json, content, response_body = request.kept_json, request.content, response.body
+    controls = _controls_code(exchange.controls)
+    if (controls is not None and not request.body and (json is None or json is JSON_FROM_BODY)
+            and not content and not response_body):
+        flags = ((_JSON_FROM_BODY if json is not None else 0) | (_CONTENT_EMPTY if content is not None else 0)
+                 | (_RESPONSE_NONE if response_body is None else 0))
+        return bytes((flags, controls)) + fields  # the concatenation is the exact-size copy
+    return Packed(b"\0\0" + fields, request.body, content, response_body, json, exchange.controls)
 
 
-def unpack(kept: Packed | Exchange) -> Exchange:
+def unpack(kept: Kept) -> Exchange:
     if isinstance(kept, Exchange):
         return kept
-    (started, method, url, path, query_string, http_version, remote_addr, args, headers, cookies, form, files,
-     body_size, body_sha256, content_encoding, errors, truncated, too_large,
+    if isinstance(kept, bytes):
+        flags, code = kept[0], kept[1]
+        fields = memoryview(kept)[2:]
+        body = b""
+        content: bytes | None = b"" if flags & _CONTENT_EMPTY else None
+        response_body: bytes | None = None if flags & _RESPONSE_NONE else b""
+        json: Any = JSON_FROM_BODY if flags & _JSON_FROM_BODY else None
+        controls: Mapping[str, Any] = {} if code == _EMPTY_DICT else _SHARED_CONTROLS[code - 1]
+    else:
+        fields = memoryview(kept.fields)[2:]
+        body, content, response_body = kept.body, kept.content, kept.response_body
+        json, controls = kept.json, kept.controls
+    (exchange_id, started, method, url, path, query_string, http_version, remote_addr, args, headers, cookies,
+     form, files, body_size, body_sha256, content_encoding, errors, truncated, too_large,
      status, response_headers, response_size, response_sha256, content_type, response_truncated,
-     duration_ms, bin_name, bin_path, rule) = orjson.loads(kept.fields)
+     duration_ms, bin_name, bin_path, rule) = orjson.loads(fields)
     request = RequestRecord(
-        id=kept.id, started=started, method=method, url=url, path=path, query_string=query_string,
+        id=exchange_id, started=started, method=method, url=url, path=path, query_string=query_string,
         http_version=http_version, remote_addr=remote_addr, args=_pairs(args), headers=_pairs(headers),
         cookies=_pairs(cookies), form=_pairs(form), files=tuple(FileInfo(*info) for info in files),
-        json=kept.json, body=kept.body, body_size=body_size, body_sha256=body_sha256, content=kept.content,
+        json=json, body=body, body_size=body_size, body_sha256=body_sha256, content=content,
         content_encoding=content_encoding, errors=tuple(errors), truncated=truncated, too_large=too_large,
         bin=bin_name, bin_path=bin_path,
     )
     response = ResponseRecord(
-        status=status, headers=_pairs(response_headers), body=kept.response_body, body_size=response_size,
+        status=status, headers=_pairs(response_headers), body=response_body, body_size=response_size,
         body_sha256=response_sha256, content_type=content_type, truncated=response_truncated,
     )
-    return Exchange(request=request, response=response, controls=kept.controls, duration_ms=duration_ms, rule=rule)
+    return Exchange(request=request, response=response, controls=controls, duration_ms=duration_ms, rule=rule)
 
 
-def may_hold(kept: Packed, hints: tuple[bytes, ...]) -> bool:
+def may_hold(kept: Packed | bytes, hints: tuple[bytes, ...]) -> bool:
     """False when the packed text lacks one of a filter's hints (`Filter.hints`): then
     the filter cannot hold and the exchange need not be unpacked (about 40 us) to say so.
 
@@ -88,7 +159,8 @@ def may_hold(kept: Packed, hints: tuple[bytes, ...]) -> bool:
     written as it is; lowercased as `str.lower()` does, which for ASCII text is
     `bytes.lower()` and needs no decoding.
     """
-    text = kept.fields
+    # Past the two-byte head, which is flags, not text.
+    text = (kept if isinstance(kept, bytes) else kept.fields)[2:]
     text = text.lower() if text.isascii() else text.decode("utf-8").lower().encode("utf-8")
     for hint in hints:  # a loop, not all(...): this runs for every kept exchange a page scans
         if hint not in text:

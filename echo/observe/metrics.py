@@ -8,6 +8,8 @@ compatible scraper reads.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import threading
 
 from ..model.records import Exchange
@@ -37,7 +39,7 @@ class Metrics:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.requests: dict[tuple[str, str], int] = {}
-        self.buckets = [0] * len(LATENCY_BUCKETS)
+        self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)  # per bucket, not cumulative; the last is over the largest
         self.latency_count = 0
         self.latency_sum = 0.0
         # SIGHUP re-reads of --rules, by outcome ("ok", "failed").
@@ -54,9 +56,8 @@ class Metrics:
             self.requests[key] = self.requests.get(key, 0) + 1
             self.latency_count += 1
             self.latency_sum += seconds
-            for i, bound in enumerate(LATENCY_BUCKETS):
-                if seconds <= bound:
-                    self.buckets[i] += 1  # buckets are cumulative: each counts all at or below it
+            # The smallest bucket it fits; render adds them up, as the format's buckets are cumulative.
+            self.buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
 
     def render(self, history_size: int | None, store_errors: int, dropped: int, version: str,
                buffered: int = 0) -> str:
@@ -64,7 +65,7 @@ class Metrics:
         the gauge is left out for that scrape rather than reported as a made-up number."""
         with self._lock:
             requests = sorted(self.requests.items())
-            buckets = list(self.buckets)
+            buckets = list(itertools.accumulate(self.buckets[:-1]))
             count, total = self.latency_count, self.latency_sum
             reloads = dict(self.rule_reloads)
         out = [

@@ -258,7 +258,7 @@ class EchoHandler:
             duration_ms=(time.perf_counter() - began) * 1000,
             rule=rule,
         ))
-        start_response(status_line(answer.status), [(n, wire(v)) for n, v in headers])
+        start_response(status_line(answer.status), [(n, v if v.isascii() else wire(v)) for n, v in headers])
         return [body] if body else []
 
     def _bad_bin(self, record: RequestRecord, named: str) -> Answer:

@@ -1,0 +1,120 @@
+"""Instructions per request of Echo's WSGI app, in process, counted by callgrind.
+
+    .venv/bin/python bench/callgrind_get.py                 # GET /get?a=1&b=2 with --httpbin
+    .venv/bin/python bench/callgrind_get.py --mode echo     # GET /anything?a=1&b=2
+    .venv/bin/python bench/callgrind_get.py --history 0     # without recording
+    .venv/bin/python bench/callgrind_get.py --cache         # also last-level cache misses (2 MiB LL)
+
+Deterministic where req/s on a shared machine is not: the app (built by
+`create_app` with the benchmark's settings: full capture, controls, history on,
+no access log) is called through WSGI with the environ waitress builds for
+wrk's request, `--warmup` times, then `--requests` times. valgrind runs the
+script twice, once with no measured requests, and the difference of the two
+totals divided by `--requests` is printed: startup and warm-up cancel out.
+The request's parsing by waitress is not in the figure; everything the app
+does, from capture to recording, is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from typing import Any
+
+PATHS = {"httpbin": "/get", "echo": "/anything"}
+
+
+def environ(path: str, query: str) -> dict[str, Any]:
+    """What waitress 3 hands the app for wrk's `GET path?query` (Host header only)."""
+    return {
+        "REQUEST_METHOD": "GET", "SERVER_PORT": "8080", "SERVER_NAME": "127.0.0.1", "SERVER_SOFTWARE": "waitress",
+        "SERVER_PROTOCOL": "HTTP/1.1", "SCRIPT_NAME": "", "PATH_INFO": path, "REQUEST_URI": f"{path}?{query}",
+        "QUERY_STRING": query, "GATEWAY_INTERFACE": "CGI/1.1", "REMOTE_ADDR": "127.0.0.1",
+        "REMOTE_HOST": "127.0.0.1", "REMOTE_PORT": "40000", "HTTP_HOST": "127.0.0.1:8080",
+        "wsgi.url_scheme": "http", "wsgi.version": (1, 0), "wsgi.errors": sys.stderr, "wsgi.multithread": True,
+        "wsgi.multiprocess": False, "wsgi.run_once": False, "wsgi.input": io.BytesIO(b""),
+        "wsgi.input_terminated": True,
+    }
+
+
+def inner(mode: str, history: int, warmup: int, requests: int) -> None:
+    from echo.app import create_app
+
+    config: dict[str, Any] = {"log": "off", "history": history, "httpbin": mode == "httpbin"}
+    app = create_app(config, environ={}).wsgi_app
+    path = PATHS[mode]
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        if not status.startswith("200"):
+            raise SystemExit(f"answered {status}")
+        return None
+
+    def call() -> None:
+        body = app(environ(path, "a=1&b=2"), start_response)
+        b"".join(body)
+        close = getattr(body, "close", None)
+        if close is not None:
+            close()
+
+    for _ in range(warmup):
+        call()
+    for _ in range(requests):
+        call()
+
+
+# The last-level cache callgrind simulates with --cache: this machine's per-core L2.
+LL_CACHE = "--LL=2097152,16,64"
+
+
+def count(argv: list[str], requests: int, cache: bool) -> list[int]:
+    """Instructions, and with `cache` last-level misses (reads + writes), of one run."""
+    with tempfile.TemporaryDirectory() as scratch:
+        out = os.path.join(scratch, "callgrind.out")
+        sim = ["--cache-sim=yes", LL_CACHE] if cache else ["--cache-sim=no"]
+        done = subprocess.run(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *sim,
+             sys.executable, __file__, "--inner", *argv, "--requests", str(requests)],
+            capture_output=True, text=True,
+        )
+        if done.returncode != 0:
+            raise SystemExit(done.stderr[-3000:])
+        found = re.search(r"Collected\s*:\s*([\d ]+)", done.stderr)
+        if not found:
+            raise SystemExit(f"no instruction count in valgrind's output:\n{done.stderr[-2000:]}")
+        # Ir, then with the cache simulated: Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw.
+        events = [int(n) for n in found.group(1).split()]
+        return events[:1] + ([sum(events[6:9])] if cache else [])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mode", choices=sorted(PATHS), default="httpbin")
+    parser.add_argument("--history", type=int, default=1000)
+    parser.add_argument("--warmup", type=int, default=1500)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--cache", action="store_true", help="simulate the caches and count last-level misses too")
+    parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.inner:
+        inner(args.mode, args.history, args.warmup, args.requests)
+        # No interpreter teardown: freeing the history walks it once more, by a
+        # different amount in the two runs, which would count into the difference.
+        sys.stdout.flush()
+        os._exit(0)
+    argv = ["--mode", args.mode, "--history", str(args.history), "--warmup", str(args.warmup)]
+    base = count(argv, 0, args.cache)
+    total = count(argv, args.requests, args.cache)
+    per = [(t - b) / args.requests for t, b in zip(total, base, strict=True)]
+    misses = f", {per[1]:.1f} last-level misses" if args.cache else ""
+    print(f"{args.mode} history {args.history}: {per[0] / 1000:.1f}k instructions{misses} per request "
+          f"({args.requests} requests after {args.warmup} of warm-up)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
