@@ -21,76 +21,73 @@ transaction, so several processes starting together migrate it once); a newer
 one, a foreign SQLite file or a file that is not SQLite at all is refused with
 one `ConfigError` line, before anything is written to it.
 
-Writes. `add()` never waits on disk: it puts the exchange in a queue bounded by
-`--history` (more could not be kept anyway; past it the oldest queued is
-dropped) and returns. One writer thread per store drains the queue in batches,
-one transaction each: insert (``INSERT OR REPLACE``, so writing an id again is
-harmless), drop what `--history-ttl` has expired (by ``started``) and trim to
-`--history`, so no process can leave more in the file than its bound. It writes
-at most `FLUSH_SECONDS` after an add, so other processes see an exchange well
-within 1 s. When a write fails the batch stays queued and is retried, the
-failure is logged once and `health()` says so.
+Writes. `add_many(exchanges)` writes a batch in one transaction on the
+caller's thread: insert (``INSERT OR REPLACE``, so writing an id again is
+harmless and a batch retried after a failure leaves the file as one write
+would), drop what `--history-ttl` has expired (by ``started``) and trim to
+`--history`, so no process can leave more in the file than its bound. `add`
+is `add_many` of one. One lock lets one thread of the store write at a time;
+another process's lock is waited on for at most `--store-timeout`
+(``busy_timeout``), then the call raises `StoreError`. Exchanges that can
+never be stored raise `UnstorableError` once the others are written.
 
-`add_many(exchanges)` writes a batch in one transaction on the caller's thread
-and raises `StoreError` when it cannot: for a caller that queues and retries by
-itself (a write-behind buffer in front of every store). It is idempotent by id,
-so a retried batch leaves the file as one successful write would.
+The store keeps no queue of its own: `make_store` puts it behind the
+write-behind queue (`buffered.BufferedStore`), which returns to the request at
+once, writes batches within milliseconds (so other processes see an exchange
+well within 1 s), keeps the exchanges and retries while the file refuses
+writes, shows what it holds in this process's reads and writes it at a clean
+stop.
 
-Reads run on a connection per thread (`threading.local`). A read first lets the
-writer commit what this process has queued (waiting at most `--store-timeout`)
-and shows anything still queued on top, so an exchange added is in this
-process's `get`/`list` at once. `busy_timeout` is `--store-timeout`, so no
-call waits on another process's lock for longer.
+Reads run on a connection per thread (`threading.local`), each page in one
+read transaction (one snapshot). `page(query, max_scan)` walks a window of at
+most `max_scan` ids, newest first, on the id index; the conditions SQL can
+decide run on that window in SQL, and only the rows they let through are
+decoded and checked in Python. Its `scanned` counts the window's rows, refused
+by SQL or by Python alike, as memory and Redis count what they examine.
 
 Durability: ``synchronous=NORMAL`` in WAL mode does not fsync each commit, but
 a commit is in the OS's page cache when it returns, so it survives the process
-being killed (``kill -9``), not a power loss or a kernel crash. `close()` (at a
-clean stop) writes everything queued before returning.
+being killed (``kill -9``), not a power loss or a kernel crash.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
 import os
 import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from ..config import ConfigError, flag, sqlite_path
 from ..model.filter import Filter
 from ..model.records import Exchange
-from .base import Health, Query, Store, StoreError
+from .base import Health, Page, Query, Store, StoreError, UnstorableError
 from .codec import CodecError, exchange_from_bytes, exchange_to_bytes
 
 log = logging.getLogger("echo")
+
+T = TypeVar("T")
 
 # "ECHO" in ASCII: SQLite's application_id marks the file as Echo's history.
 APPLICATION_ID = 0x4543484F
 SCHEMA_VERSION = 2
 
-# The writer commits at most this long after an add: small enough that other
-# processes see an exchange within 1 s and a kill -9 loses only what arrived
-# in the last moments, large enough that a busy server writes many per commit.
-FLUSH_SECONDS = 0.1
-# Exchanges per transaction: a batch of full --keep-body bodies stays a few
-# tens of MB, and no transaction holds the write lock for long.
+# Exchanges per chunk while an older file is migrated: one chunk of full
+# --keep-body bodies stays a few tens of MB.
 BATCH = 500
-# Rows fetched per SELECT while a page is filled: a filtered page that SQL
-# cannot fully decide is read in chunks, never the whole history at once.
-FETCH = 200
-# After a failed write, wait this long before trying again.
-RETRY_SECONDS = 1.0
+# The first window of a bounded page (`page`) is twice the page or this many
+# ids, whichever is more, and each next one twice the last, up to
+# WINDOW_MOST: a page that fills at once walks little of the id index, a
+# filter that matches rarely reaches --max-scan in a few statements.
+WINDOW_FIRST = 64
+WINDOW_MOST = 4096
 # At start, another process creating or migrating the same file may hold its
 # lock: wait this long for it rather than refusing to start.
 OPEN_SECONDS = 10.0
-# A clean stop waits at most this long for the queue to be written.
-CLOSE_SECONDS = 10.0
 
 _COLUMNS = ("id", "started", "method", "path", "path_lc", "query_lc", "bin", "bin_path",
             "status", "remote_addr", "rule", "lossy", "data")
@@ -280,7 +277,7 @@ class SqliteStore(Store):
     def __init__(self, url: str, *, limit: int, timeout: float = 0.5, ttl: float = 0.0) -> None:
         if timeout <= 0:
             raise ConfigError(f"{flag('store_timeout')}: must be more than 0 for an SQLite store "
-                              "(a locked file would hang the writer)")
+                              "(a locked file would hold a write without bound)")
         self._path = sqlite_path(url)
         self._limit = limit
         self._timeout = timeout
@@ -288,24 +285,11 @@ class SqliteStore(Store):
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
+        self._write_lock = threading.Lock()  # one of this store's threads writes at a time
+        self._closed = False
+        self._warned_unreadable = False
         self._check_place()
         self._open_file()
-        # The queue: id -> latest exchange added, in the order added. An entry
-        # leaves only once the transaction that wrote it has committed.
-        self._pending: dict[str, tuple[int, Exchange]] = {}  # id -> (its add's number, exchange)
-        self._cond = threading.Condition()
-        self._queued_ids: list[str] = []  # a heap of the ids queued (and some already written)
-        self._added = 0  # adds so far
-        self._write_lock = threading.Lock()  # one batch or clear at a time
-        self._stop_by = 0.0  # when a stopping writer gives up on a file that refuses writes
-        self._flush_wanted = False
-        self._stopping = False
-        self._closed = False
-        self._failing: str | None = None
-        self._dropped = 0
-        self._warned_unreadable = False
-        self._writer = threading.Thread(target=self._write_loop, name="echo-sqlite-writer", daemon=True)
-        self._writer.start()
 
     # ---- opening -----------------------------------------------------------
 
@@ -340,6 +324,8 @@ class SqliteStore(Store):
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
+            if self._closed:
+                raise StoreError(f"sqlite {self._path}: the store is closed")
             conn = self._connect()
             self._local.conn = conn
         return conn
@@ -422,45 +408,27 @@ class SqliteStore(Store):
     # ---- writing -----------------------------------------------------------
 
     def add(self, exchange: Exchange) -> None:
-        if self._limit <= 0:
-            return
-        with self._cond:
-            if self._closed:
-                raise StoreError(f"sqlite {self._path}: the store is closed")
-            was_empty = not self._pending
-            self._added += 1
-            # A new version of an id goes to the back, so the queue stays in add order.
-            self._pending.pop(exchange.id, None)
-            self._pending[exchange.id] = (self._added, exchange)
-            heapq.heappush(self._queued_ids, exchange.id)
-            if len(self._pending) > self._limit:
-                # More than --history queued: the smallest id queued cannot be
-                # among the newest --history, so the trim would drop it anyway.
-                while self._queued_ids[0] not in self._pending:
-                    heapq.heappop(self._queued_ids)
-                del self._pending[heapq.heappop(self._queued_ids)]
-                self._dropped += 1
-            elif len(self._queued_ids) > 2 * len(self._pending) + BATCH:
-                # Ids the writer has written linger in the heap; drop them now and then.
-                self._queued_ids = list(self._pending)
-                heapq.heapify(self._queued_ids)
-            if was_empty or len(self._pending) >= BATCH:
-                self._cond.notify_all()
+        self.add_many((exchange,))
 
-    def add_many(self, exchanges: Iterable[Exchange]) -> None:
-        """Write these exchanges now, in one transaction; StoreError when the file refuses."""
-        if self._limit <= 0:
+    def add_many(self, exchanges: Sequence[Exchange]) -> None:
+        """Write these exchanges now, in one transaction: StoreError when the file refuses,
+        UnstorableError (after writing the others) for those that can never be stored."""
+        if self._limit <= 0 or not exchanges:
             return
-        with self._write_lock:
-            self._write(list(exchanges))
-
-    def _write(self, exchanges: Sequence[Exchange]) -> None:
         rows = []
+        unstorable: list[str] = []
         for exchange in exchanges:
             try:
                 rows.append(_row(exchange))
             except CodecError as exc:
-                log.error("history store: exchange %s cannot be stored: %s", exchange.id, exc)
+                unstorable.append(f"exchange {exchange.id}: {exc}")
+        if rows:
+            with self._write_lock:
+                self._write(rows)
+        if unstorable:
+            raise UnstorableError(unstorable[0], len(unstorable))
+
+    def _write(self, rows: Sequence[tuple[Any, ...]]) -> None:
         conn = self._conn()
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -477,60 +445,6 @@ class SqliteStore(Store):
                 raise
         except sqlite3.Error as exc:
             raise StoreError(f"sqlite {self._path}: write failed: {exc}") from exc
-
-    def _done(self, target: int) -> bool:
-        """Whether every add up to the `target`-th is written (or gone from the queue)."""
-        # The queue is in add order: its first entry is the oldest add still waiting.
-        return not self._pending or next(iter(self._pending.values()))[0] > target
-
-    def _write_loop(self) -> None:
-        while True:
-            with self._cond:
-                while not self._pending and not self._stopping:
-                    self._cond.wait()
-                if not self._pending:
-                    return
-                if not (self._stopping or self._flush_wanted or len(self._pending) >= BATCH):
-                    # Let a few more arrive: one commit for many adds.
-                    self._cond.wait(FLUSH_SECONDS)
-                self._flush_wanted = False
-            try:
-                with self._write_lock:
-                    # Taken under the write lock, so a clear() meanwhile is not undone.
-                    with self._cond:
-                        batch = list(itertools.islice(self._pending.items(), BATCH))
-                    if batch:
-                        self._write([exchange for _, (_, exchange) in batch])
-            except Exception as exc:  # noqa: BLE001 - whatever it is, the writer must live on and say so
-                with self._cond:
-                    if self._failing is None:
-                        log.error("history store failing, %d exchanges waiting to be written: %s",
-                                  len(self._pending), exc)
-                    self._failing = str(exc)
-                    self._cond.notify_all()
-                    if self._stopping and time.monotonic() >= self._stop_by:
-                        return
-                    self._cond.wait(RETRY_SECONDS / 10 if self._stopping else RETRY_SECONDS)
-                continue
-            with self._cond:
-                if self._failing is not None:
-                    log.warning("history store is writable again: %s", self._path)
-                    self._failing = None
-                for exchange_id, entry in batch:
-                    if self._pending.get(exchange_id) is entry:
-                        del self._pending[exchange_id]
-                self._cond.notify_all()
-
-    def _settle(self) -> list[Exchange]:
-        """Let the writer commit what was added before now (waiting at most
-        --store-timeout); what is still queued after that, oldest first."""
-        with self._cond:
-            if self._pending and self._writer.is_alive():
-                target = self._added
-                self._flush_wanted = True
-                self._cond.notify_all()
-                self._cond.wait_for(lambda: self._done(target) or self._failing is not None, self._timeout)
-            return [exchange for _, exchange in self._pending.values()]
 
     # ---- reading -----------------------------------------------------------
 
@@ -553,19 +467,12 @@ class SqliteStore(Store):
                 log.warning("history store: skipping unreadable exchange %s: %s", exchange_id, exc)
             return None
 
-    def _live(self, exchange: Exchange, live_from: float | None) -> bool:
-        return live_from is None or exchange.request.started >= live_from
-
     def get(self, exchange_id: str) -> Exchange | None:
-        queued = {e.id: e for e in self._settle()}
-        live_from = self._live_from()
-        if exchange_id in queued:
-            found = queued[exchange_id]
-            return found if self._live(found, live_from) else None
         if not _clean(exchange_id):
             return None
         sql = "SELECT id, data FROM exchanges WHERE id = ?"
         params: list[Any] = [exchange_id]
+        live_from = self._live_from()
         if live_from is not None:
             sql += " AND started >= ?"
             params.append(live_from)
@@ -575,54 +482,109 @@ class SqliteStore(Store):
     def list(self, query: Query) -> list[Exchange]:
         if query.limit <= 0:
             return []
-        live_from = self._live_from()
-        queued = [e for e in self._settle()
-                  if self._live(e, live_from) and (not query.before or e.id < query.before) and query.matches(e)]
-        shadowed = {e.id for e in queued}
-        where = _where(query, live_from)
-        found: list[Exchange] = []
-        upper: str | None = None
+        where = _where(query, self._live_from())
+        return [*self._snapshot("list", lambda conn: self._matching(conn, query, where)[0])]
+
+    def page(self, query: Query, max_scan: int) -> Page:
+        """Like `list`, examining at most the `max_scan` newest kept exchanges before `query.before`.
+
+        The conditions SQL can decide run in SQL, on a window of ids walked
+        newest first; only the rows they let through are decoded and checked
+        in Python. `scanned` counts the window's rows, whichever of SQL or
+        Python refused them (as in every store), so a filter pushed into SQL
+        is bounded exactly as one checked in Python."""
+        if query.limit <= 0 or max_scan <= 0:
+            return Page([], 0)
+        if query.before and not _clean(query.before):
+            return super().page(query, max_scan)  # a `before` SQL cannot compare: the generic scan decides
+        return self._snapshot("page", lambda conn: self._page(conn, query, max_scan))
+
+    def _snapshot(self, what: str, read: Callable[[sqlite3.Connection], T]) -> T:
+        """`read` in one read transaction: every statement of a page sees one snapshot of the file."""
         conn = self._conn()
         try:
-            conn.execute("BEGIN")  # one snapshot for every chunk of the page
+            if conn.in_transaction:  # left open by a COMMIT that failed: start afresh
+                conn.execute("ROLLBACK")
+            conn.execute("BEGIN")
             try:
-                while len(found) < query.limit:
-                    sql = f"SELECT id, data FROM exchanges WHERE {where.text()}"
-                    params = list(where.params)
-                    if upper is not None:
-                        sql += " AND id < ?"
-                        params.append(upper)
-                    sql += " ORDER BY id DESC LIMIT ?"
-                    want = min(max(query.limit - len(found), 1) + len(shadowed), FETCH)
-                    rows = conn.execute(sql, (*params, want)).fetchall()
-                    for exchange_id, data in rows:
-                        if exchange_id in shadowed or (query.before and not exchange_id < query.before):
-                            continue
-                        exchange = self._decode(exchange_id, data)
-                        if exchange is not None and query.matches(exchange):
-                            found.append(exchange)
-                    if len(rows) < want:
-                        break
-                    upper = rows[-1][0]
+                return read(conn)
             finally:
                 conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            raise StoreError(f"sqlite {self._path}: list failed: {exc}") from exc
-        if queued:
-            # Still queued (the writer is stalled): shown on top, and the
-            # bound applied to them as the writer will.
-            found = sorted(found + queued, key=lambda e: e.id, reverse=True)
-        return found[: query.limit]
+            raise StoreError(f"sqlite {self._path}: {what} failed: {exc}") from exc
+
+    def _matching(self, conn: sqlite3.Connection, query: Query, where: _Where,
+                  want: int | None = None) -> tuple[Sequence[Exchange], str | None]:
+        """Up to `want` (the query's limit) rows that `where` lets through and the query matches,
+        newest first, and the id of the last one when that many were found.
+
+        The rows are stepped through one at a time and the statement is left
+        as soon as the page is full: never the whole history at once."""
+        want = query.limit if want is None else want
+        found: list[Exchange] = []
+        cursor = conn.execute(f"SELECT id, data FROM exchanges WHERE {where.text()} ORDER BY id DESC", where.params)
+        try:
+            for exchange_id, data in cursor:
+                if query.before and not exchange_id < query.before:
+                    continue  # a `before` SQL could not compare (see `_where`)
+                exchange = self._decode(exchange_id, data)
+                if exchange is not None and query.matches(exchange):
+                    found.append(exchange)
+                    if len(found) >= want:
+                        return found, exchange_id
+        finally:
+            cursor.close()
+        return found, None
+
+    def _page(self, conn: sqlite3.Connection, query: Query, max_scan: int) -> Page:
+        live_from = self._live_from()
+        # The kept exchanges in id order, before `before`: what the window is cut from.
+        kept = _Where([], [])
+        if live_from is not None:
+            kept.add("started >= ?", live_from)
+        if query.before:
+            kept.add("id < ?", query.before)
+        found: list[Exchange] = []
+        scanned = 0
+        upper: str | None = None  # the window so far ends above this id
+        size = min(max(2 * query.limit, WINDOW_FIRST), max_scan)
+        while True:
+            # The next `size` kept ids: their lowest, or None when fewer are left.
+            # Walked on the id index alone, so a window costs no row reads.
+            window = _Where(list(kept.parts), list(kept.params))
+            if upper is not None:
+                window.add("id < ?", upper)
+            row = conn.execute(f"SELECT id FROM exchanges WHERE {window.text()} ORDER BY id DESC LIMIT 1 OFFSET ?",
+                               (*window.params, size - 1)).fetchone()
+            lowest: str | None = None if row is None else row[0]
+            where = _where(query, live_from)
+            if upper is not None:
+                where.add("id < ?", upper)
+            if lowest is not None:
+                where.add("id >= ?", lowest)
+            more, last = self._matching(conn, query, where, query.limit - len(found))
+            found += more
+            if last is not None or lowest is None:
+                # Full at `last`, or the oldest was reached: the window counts up to where it ended.
+                if last is not None:
+                    window.add("id >= ?", last)
+                scanned += int(conn.execute(f"SELECT count(*) FROM exchanges WHERE {window.text()}",
+                                            window.params).fetchone()[0])
+                return Page(found, scanned)
+            scanned += size
+            upper = lowest
+            if scanned >= max_scan:
+                break
+            size = min(size * 2, WINDOW_MOST, max_scan - scanned)
+        # The bound is used up: stopped only if something older is left to look at.
+        kept.add("id < ?", upper)
+        older = conn.execute(f"SELECT 1 FROM exchanges WHERE {kept.text()} LIMIT 1", kept.params).fetchone()
+        return Page(found, scanned, upper if older else None)
 
     def clear(self, bin: str | None = None) -> None:  # noqa: A002 - the name the Store interface uses
-        """Forget every exchange, or only those of one bin: queued and written."""
+        """Forget every exchange, or only those of one bin."""
         conn = self._conn()
         with self._write_lock:
-            with self._cond:
-                for exchange_id, (_, exchange) in list(self._pending.items()):
-                    if bin is None or exchange.request.bin == bin:
-                        del self._pending[exchange_id]
-                self._cond.notify_all()
             try:
                 if bin is None:
                     conn.execute("DELETE FROM exchanges")
@@ -632,19 +594,12 @@ class SqliteStore(Store):
                 raise StoreError(f"sqlite {self._path}: clear failed: {exc}") from exc
 
     def count(self) -> int:
-        queued = self._settle()
-        live_from = self._live_from()
         sql, params = "SELECT count(*) FROM exchanges", []
+        live_from = self._live_from()
         if live_from is not None:
             sql += " WHERE started >= ?"
             params.append(live_from)
-        kept = int(self._read("count", sql, params)[0][0])
-        if not queued:
-            return kept
-        ids = [e.id for e in queued if self._live(e, live_from) and _clean(e.id)]
-        marks = ", ".join("?" for _ in ids)
-        known = int(self._read("count", f"SELECT count(*) FROM exchanges WHERE id IN ({marks})", ids)[0][0]) if ids else 0
-        return min(kept + len(ids) - known, self._limit)
+        return int(self._read("count", sql, params)[0][0])
 
     def health(self) -> Health:
         where = f"sqlite {self._path}"
@@ -655,34 +610,11 @@ class SqliteStore(Store):
         folder = os.path.dirname(os.path.abspath(self._path))
         if not (os.access(self._path, os.W_OK) and os.access(folder, os.W_OK)):
             return Health(ok=False, backend=self.backend, detail=f"{where}: the file or its directory is not writable")
-        with self._cond:
-            failing, waiting = self._failing, len(self._pending)
-        if failing is not None:
-            return Health(ok=False, backend=self.backend, detail=f"{failing} ({waiting} exchanges waiting)")
         return Health(ok=True, backend=self.backend, detail=f"{kept} of {self._limit} exchanges kept in {self._path}")
 
-    def flush(self, timeout: float = CLOSE_SECONDS) -> bool:
-        """Wait until everything added so far is written; False when that took longer than `timeout`."""
-        with self._cond:
-            target = self._added
-            self._flush_wanted = True
-            self._cond.notify_all()
-            return self._cond.wait_for(lambda: self._done(target), timeout)
-
     def close(self) -> None:
-        """Write everything queued (at most CLOSE_SECONDS), then let go of the file."""
-        with self._cond:
-            if self._closed:
-                return
-            self._closed = True
-            self._stopping = True
-            self._stop_by = time.monotonic() + CLOSE_SECONDS
-            self._cond.notify_all()
-        self._writer.join(CLOSE_SECONDS + self._timeout)
-        with self._cond:
-            left = len(self._pending)
-        if left:
-            log.error("history store: %d exchanges could not be written to %s before stopping", left, self._path)
+        """Let go of the file: every connection of every thread. Later calls raise StoreError."""
+        self._closed = True
         self._close_connections()
 
     def _close_connections(self) -> None:
@@ -694,8 +626,3 @@ class SqliteStore(Store):
             except sqlite3.Error:
                 pass
         self._local = threading.local()
-
-    @property
-    def dropped(self) -> int:
-        """Exchanges dropped from a full queue (more than --history waiting)."""
-        return self._dropped
