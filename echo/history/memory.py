@@ -79,7 +79,7 @@ class MemoryStore(Store):
                 start = max(end - min(batch, max_scan - scanned), 0)
                 taken = [(ids[i], items[ids[i]]) for i in range(end - 1, start - 1, -1)]
             # Unpacked outside the lock: the echo adds while a page is read.
-            for exchange_id, kept in taken:
+            for _, kept in taken:
                 scanned += 1
                 if hints and not isinstance(kept, Exchange) and not may_hold(kept, hints):
                     continue  # cannot match: not worth unpacking
