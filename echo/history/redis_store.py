@@ -163,9 +163,11 @@ local status, class = tonumber(ARGV[8]), tonumber(ARGV[9])
 local hints = {}
 for i = 11, #ARGV do hints[#hints + 1] = ARGV[i] end
 local filtered = method ~= '' or status ~= nil or class ~= nil or needle ~= '' or #hints > 0
--- A JSON escape: the codec writes non-ASCII text as backslash-u escapes, which Python
--- lowercases differently (the Kelvin sign to k), so such an exchange is sent.
+-- Non-ASCII text, as UTF-8 (codec format 2) or as backslash-u escapes (format 1):
+-- Python lowercases some of it to ASCII (the Kelvin sign to k), which Lua's
+-- byte-wise lower does not, so such an exchange is always sent.
 local escape = string.char(92) .. 'u'
+local wide = '[' .. string.char(128) .. '-' .. string.char(255) .. ']'
 local out = {'', 0}
 local found, last, exhausted = 0, nil, false
 local scanned = 0
@@ -185,7 +187,7 @@ end
 -- False when the encoded exchange lacks a hint the filter needs: not worth
 -- sending to be decoded and matched (Echo decides for the others).
 local function may_hold(data)
-  if #hints == 0 or string.find(data, escape, 1, true) then return true end
+  if #hints == 0 or string.find(data, escape, 1, true) or string.find(data, wide) then return true end
   local text = string.lower(data)
   for _, hint in ipairs(hints) do
     if not string.find(text, hint, 1, true) then return false end
