@@ -30,6 +30,7 @@ answers under load, wrk missing and not installable).
 from __future__ import annotations
 
 import argparse
+import atexit
 import http.client
 import importlib.metadata
 import json
@@ -83,11 +84,17 @@ GET_VS_HTTPBIN = 1.5
 GET_VS_CEILING = 0.8
 POST_VS_HTTPBIN = 2.0
 HTTPBIN_GET_VS_HTTPBIN = 2.0  # GET /get with --httpbin: a drop-in should be faster than what it replaces
-HISTORY_COST = 0.10
+HISTORY_COST = 0.05
+# Stores against in-memory history (SPEC section 13), and 100 rules that never match against none (section 10).
+SQLITE_VS_MEMORY = 0.9
+REDIS_VS_MEMORY = 0.85
+RULES_VS_NONE = 0.95
+RULES_LOADED = 100
 RSS_SMALL_MIB = 64
 RSS_LARGE_MIB = 140
 
-ALL_TARGETS = ("echo", "echo-nohistory", "echo-log", "echo-sqlite", "echo-httpbin", "httpbin", "flask-hello")
+ALL_TARGETS = ("echo", "echo-nohistory", "echo-log", "echo-sqlite", "echo-redis", "echo-rules", "echo-httpbin",
+               "httpbin", "flask-hello")
 DEFAULT_TARGETS = ("echo", "echo-nohistory", "echo-httpbin", "httpbin", "flask-hello")
 ALL_WORKLOADS = ("get", "post-json", "multipart", "httpbin-get")
 
@@ -636,6 +643,15 @@ def report(results: list[Result], rss: dict[str, float] | None, labels: dict[str
     check(f"GET /get (httpbin mode) Echo/httpbin >= {HTTPBIN_GET_VS_HTTPBIN}x",
           ratio(get("echo-httpbin", "httpbin-get", "rps"), get("httpbin", "httpbin-get", "rps")),
           lambda v: v >= HTTPBIN_GET_VS_HTTPBIN, "{:.2f}x")
+    for load, label in (("get", "GET"), ("post-json", "1 KiB JSON POST")):
+        check(f"{label}: SQLite history/memory >= {SQLITE_VS_MEMORY}x",
+              ratio(get("echo-sqlite", load, "rps"), get("echo", load, "rps")), lambda v: v >= SQLITE_VS_MEMORY,
+              "{:.2f}x")
+        check(f"{label}: Redis history/memory >= {REDIS_VS_MEMORY}x",
+              ratio(get("echo-redis", load, "rps"), get("echo", load, "rps")), lambda v: v >= REDIS_VS_MEMORY,
+              "{:.2f}x")
+    check(f"GET: {RULES_LOADED} rules/none >= {RULES_VS_NONE}x", ratio(get("echo-rules", "get", "rps"),
+          get("echo", "get", "rps")), lambda v: v >= RULES_VS_NONE, "{:.2f}x")
     for workload in loads:
         check(f"{workload.label}: Echo p99 <= httpbin's",
               ratio(get(workload.echo, workload.name, "p99_ms"), get("httpbin", workload.name, "p99_ms")),
@@ -678,6 +694,22 @@ def build_targets(wanted: list[str], python: str, quick: bool, notes: list[str])
             database = Path(tempfile.mkdtemp(prefix="echo-bench-")) / "history.db"
             targets.append(Target(name, "echo --store sqlite", echo_command(python, "--store", f"sqlite:///{database}"),
                                   _echo_check))
+        elif name == "echo-redis":
+            # History in a redis-server of its own (no persistence), on this machine's cores too.
+            url = start_redis(notes)
+            if url is None:
+                continue
+            targets.append(Target(name, "echo --store redis", echo_command(python, "--store", url), _echo_check))
+        elif name == "echo-rules":
+            # 100 rules loaded, none of which matches the workloads: what looking them up costs.
+            rules = Path(tempfile.mkdtemp(prefix="echo-bench-")) / "rules.toml"
+            # Three shapes in turn: a path alone, a method and a header, a method, path and query.
+            shapes = ("path:/api{i}/*", "method:PUT header:X-Rule-{i}", "method:POST path:/api{i}/* query:k{i}")
+            rules.write_text("".join(
+                f'[[rule]]\nname = "r{i}"\nmatch = "{shapes[i % 3].format(i=i)}"\nrespond = {{ status = 503 }}\n'
+                for i in range(RULES_LOADED)))
+            targets.append(Target(name, f"echo, {RULES_LOADED} rules", echo_command(python, "--rules", str(rules)),
+                                  _echo_check))
         elif name == "echo-httpbin":
             # Echo as the httpbin drop-in; it answers as httpbin does, so httpbin's check applies.
             targets.append(Target(name, "echo --httpbin", echo_command(python, "--httpbin"), _httpbin_check,
@@ -699,6 +731,32 @@ def build_targets(wanted: list[str], python: str, quick: bool, notes: list[str])
     return targets
 
 
+_REDIS: list[subprocess.Popen[bytes]] = []
+
+
+def start_redis(notes: list[str]) -> str | None:
+    """A throwaway redis-server on a free 127.0.0.1 port (stopped at exit), or None with a note."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        notes.append("echo-redis: redis-server not found: skipped")
+        return None
+    port = free_port()
+    proc = subprocess.Popen([binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    _REDIS.append(proc)
+    atexit.register(proc.terminate)
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    return f"redis://127.0.0.1:{port}/0"
+        except OSError:
+            time.sleep(0.1)
+    raise BenchError(f"redis-server on port {port} did not answer within {START_TIMEOUT:g} s")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Echo vs httpbin vs a bare Flask app, on waitress, driven by wrk.")
     parser.add_argument("--quick", action="store_true",
@@ -706,7 +764,8 @@ def main(argv: list[str] | None = None) -> int:
                              "when it cannot be installed")
     parser.add_argument("--targets", default=",".join(DEFAULT_TARGETS),
                         help=f"comma-separated, from {', '.join(ALL_TARGETS)} (echo-log: Echo with --log text; "
-                        "echo-sqlite: history in an SQLite file)")
+                        "echo-sqlite: history in an SQLite file; echo-redis: history in a redis-server the run "
+                        f"starts; echo-rules: {RULES_LOADED} rules that never match)")
     parser.add_argument("--workloads", default=",".join(ALL_WORKLOADS),
                         help=f"comma-separated: {', '.join(ALL_WORKLOADS)} (GET /get, Echo with --httpbin vs httpbin)")
     parser.add_argument("--duration", type=int, help="seconds per run (default 10, --quick 2)")

@@ -124,8 +124,6 @@
     // top would push its rows away while they are read. "Newest" goes live again.
     var paged = rows.getAttribute("data-paged") === "1";
     var pageLimit = new URLSearchParams(location.search).get("limit");
-    // The page's filter-language filter (f=, e.g. a bin's view): live rows keep to it.
-    var pageFilter = new URLSearchParams(location.search).get("f");
     // The method the list is filtered by: the typed one once it is a token.
     var typed = methodInput.value.trim().toUpperCase();
     var method = TOKEN.test(typed) ? typed : "";
@@ -147,7 +145,6 @@
       if (q) params.set("q", q);
       if (f.trim()) params.set("f", f);
       if (pageLimit) params.set("limit", pageLimit);
-      if (pageFilter) params.set("f", pageFilter);
       return params;
     }
 
