@@ -18,6 +18,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass, field
 from http.client import HTTPConnection
@@ -55,6 +56,16 @@ def need(tool: str, found: bool, package: str, how: str | None = None) -> None:
     if IN_CI:
         pytest.fail(f"CI=true but {message}; .ci/run should have installed it")
     pytest.skip(message)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 20.0, every: float = 0.05) -> bool:
+    """Whether `condition` holds within `timeout` seconds, asked every `every` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(every)
+    return condition()
 
 
 def free_port() -> int:

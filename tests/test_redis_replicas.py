@@ -10,7 +10,6 @@ outage never slows the echo down, shows up in /_/healthz, and heals by itself.
 from __future__ import annotations
 
 import json
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -20,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from support import EchoServer, RedisServer, fetch, free_port
+from support import EchoServer, RedisServer, fetch, free_port, wait_for
 
 pytestmark = pytest.mark.redis
 
@@ -28,7 +27,6 @@ pytestmark = pytest.mark.redis
 CLIENT_TIMEOUT = 10.0
 # How long to wait for something that happens by itself (a reconnect, the
 # recorder's retry after a failure); far above what it takes.
-SETTLE_SECONDS = 15.0
 
 
 def call(url: str, method: str = "GET", data: bytes | None = None,
@@ -56,15 +54,6 @@ def health(server: EchoServer) -> tuple[int, dict[str, Any]]:
     return status, json.loads(body)
 
 
-def wait_for(condition: Callable[[], bool]) -> bool:
-    deadline = time.monotonic() + SETTLE_SECONDS
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return condition()
-
-
 @pytest.fixture
 def replica(echo_server: Callable[..., EchoServer], redis_server: RedisServer) -> Iterator[Callable[..., EchoServer]]:
     """replica(prefix, *flags) -> an echo-server on the shared redis-server."""
@@ -73,7 +62,6 @@ def replica(echo_server: Callable[..., EchoServer], redis_server: RedisServer) -
         return echo_server("--store", url or redis_server.url, "--store-prefix", prefix, "--log", "off", *flags)
 
     yield make
-
 
 
 def unique_prefix() -> str:
@@ -162,6 +150,8 @@ def test_a_redis_outage_keeps_the_echo_answering_and_heals_by_itself(
     status, _, body = call(f"{server.url}/_/api/exchanges")
     assert status == 503 and "error" in json.loads(body) and b"refused" in body
 
+    # A write has failed (the batch did not merely wait to fill) before Redis is back.
+    assert wait_for(lambda: "history store failing" in "".join(server.lines()))
     own_redis(redis.port)  # back on the same address (empty: it kept nothing on disk)
     assert wait_for(lambda: health(server)[0] == 200)
 

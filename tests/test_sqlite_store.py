@@ -50,7 +50,7 @@ from echo.history import (
 from echo.history.codec import exchange_to_bytes
 from echo.history.sqlite_store import APPLICATION_ID, SCHEMA_VERSION, SqliteStore, _where
 from echo.model.filter import parse
-from echo.model.records import Exchange
+from echo.model.records import Exchange, IdSource
 
 from support import ROOT, call, fetch, start_echo
 
@@ -470,6 +470,34 @@ def test_an_older_file_is_migrated_in_place(stores: Callable[..., SqliteStore], 
     assert store.get(ident(7)) == full_exchange()
     with closing(sqlite3.connect(path)) as conn, conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_a_version_2_file_gains_the_clears_and_a_clear_is_remembered(
+        stores: Callable[..., SqliteStore], tmp_path: Path) -> None:
+    path = tmp_path / "v2.db"
+    make_version_1(path, [exchange(1, "GET")])
+    with closing(sqlite3.connect(path)) as conn, conn:
+        sqlite_store.MIGRATIONS[1](conn)  # as version 2 left it: filter columns, no clears
+        conn.execute("PRAGMA user_version = 2")
+    store, other = stores(path), stores(path)
+    with closing(sqlite3.connect(path)) as conn, conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert conn.execute("SELECT count(*) FROM clears").fetchone()[0] == 0
+    assert ids_of(store.list(Query())) == [ident(1)]
+    early = IdSource().next()[0]
+    store.clear()
+    other.add_many([exchange(early)])  # arrived before the clear, written after it: refused
+    assert store.list(Query()) == []
+
+
+def test_a_new_file_has_the_larger_page(stores: Callable[..., SqliteStore], tmp_path: Path) -> None:
+    stores(tmp_path / "new.db")
+    with closing(sqlite3.connect(tmp_path / "new.db")) as conn:
+        assert conn.execute("PRAGMA page_size").fetchone()[0] == sqlite_store.PAGE_SIZE == 8192
+    make_version_1(tmp_path / "old.db", [exchange(1, "GET")])
+    stores(tmp_path / "old.db")  # an existing file keeps its own
+    with closing(sqlite3.connect(tmp_path / "old.db")) as conn:
+        assert conn.execute("PRAGMA page_size").fetchone()[0] == 4096
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -31,7 +31,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from echo.config import ConfigError
-from echo.history import MemoryStore, Query, Store, StoreError, redis_store
+from echo.history import MemoryStore, Query, Store, StoreError, redis_store, sqlite_store
 from echo.history.codec import CodecError, exchange_from_bytes, exchange_to_bytes
 from echo.history.packed import Packed, pack, unpack
 from echo.history.redis_store import RedisStore
@@ -292,8 +292,10 @@ class TestStoreContract:
         assert writer.count() == 0
         assert writer.list(Query()) == []
         assert writer.get(ident(1)) is None
-        writer.add(exchange(9))
-        assert ids_of(reader.list(Query())) == [ident(9)]
+        # What arrives after the clear is kept (a shared store refuses what arrived before it).
+        after, _ = IdSource().next()
+        writer.add(exchange(after))
+        assert ids_of(reader.list(Query())) == [after]
 
     def test_count_is_the_number_kept(self, open_store: OpenStore) -> None:
         writer, reader = open_store(10)
@@ -418,6 +420,75 @@ def exchanges(draw: st.DrawFn) -> Exchange:
     controls = draw(st.dictionaries(_text, _json, max_size=3))
     rule = draw(st.none() | st.fixed_dictionaries({"name": _text, "id": _text, "step": st.integers(0, 99)}))
     return Exchange(request=request, response=response, controls=controls, duration_ms=draw(_finite), rule=rule)
+
+
+@pytest.fixture(params=[pytest.param("redis", marks=pytest.mark.redis), "sqlite"])
+def two_replicas(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Store, Store]]:
+    """Two stores on one shared history, as two replicas (or processes) have them."""
+    if request.param == "sqlite":
+        path = tmp_path / "shared.db"
+        pair: tuple[Store, Store] = (SqliteStore(f"sqlite:///{path}", limit=100, timeout=STORE_TIMEOUT),
+                                     SqliteStore(f"sqlite:///{path}", limit=100, timeout=STORE_TIMEOUT))
+    else:
+        server: RedisServer = request.getfixturevalue("redis_server")
+        prefix = unique_prefix()
+        pair = (RedisStore(server.url, limit=100, prefix=prefix, timeout=STORE_TIMEOUT),
+                RedisStore(server.url, limit=100, prefix=prefix, timeout=STORE_TIMEOUT))
+    yield pair
+    pair[0].clear()
+    for store in pair:
+        store.close()
+
+
+def marks_of(store: Store) -> dict[str, int]:
+    """The clears a shared store remembers: bin ('' for everything) -> mark."""
+    if isinstance(store, SqliteStore):
+        return dict(store._conn().execute("SELECT bin, mark FROM clears").fetchall())
+    assert isinstance(store, RedisStore)
+    return {k.decode(): int(v) for k, v in store._client.zrange(f"{store._prefix}:clears", 0, -1, withscores=True)}
+
+
+class TestClearsOnASharedStore:
+    """A replica may write an exchange after another cleared the history (its
+    batch was filling, or the store was down): what arrived before the clear is
+    refused then, on every replica, and what arrives after is kept."""
+
+    def test_an_exchange_that_arrived_before_a_bin_clear_is_refused_when_written_after(
+            self, two_replicas: tuple[Store, Store]) -> None:
+        first, second = two_replicas
+        ids = IdSource()
+        early_a, early_b, early_none = (ids.next()[0] for _ in range(3))
+        second.clear("a")  # while the first still holds its three, unwritten
+        late_a = ids.next()[0]
+        first.add_many([exchange(early_a, bin="a"), exchange(early_b, bin="b"), exchange(early_none),
+                        exchange(late_a, bin="a")])
+        assert ids_of(second.list(Query())) == [late_a, early_none, early_b]
+
+    def test_an_exchange_that_arrived_before_a_clear_of_everything_is_refused(
+            self, two_replicas: tuple[Store, Store]) -> None:
+        first, second = two_replicas
+        ids = IdSource()
+        early = ids.next()[0]
+        second.clear()
+        late = ids.next()[0]
+        first.add_many([exchange(early), exchange(late)])
+        assert ids_of(second.list(Query())) == [late]
+        assert second.get(early) is None
+
+    def test_marks_past_the_horizon_are_forgotten_and_a_full_clear_keeps_one(
+            self, two_replicas: tuple[Store, Store], monkeypatch: pytest.MonkeyPatch) -> None:
+        first, second = two_replicas
+        second.clear("a")
+        second.clear("b")
+        assert set(marks_of(first)) == {"a", "b"}
+        # With no horizon, the next bin clear forgets every older mark.
+        monkeypatch.setattr(redis_store, "CLEAR_MARK_SECONDS", 0)
+        monkeypatch.setattr(sqlite_store, "CLEAR_MARK_SECONDS", 0)
+        time.sleep(0.002)
+        second.clear("c")
+        assert set(marks_of(first)) == {"c"}
+        second.clear()
+        assert set(marks_of(first)) == {""}
 
 
 class TestCodec:
@@ -553,7 +624,9 @@ class TestRedisStore:
             assert {score for _, score in client.zrange(f"{prefix}:ids", 0, -1, withscores=True)} == {0.0}
             assert client.pttl(f"{prefix}:x:{ident(1)}") == -1  # no --history-ttl: no expiry
             store.clear()
-            assert list(client.scan_iter(match=f"{prefix}*")) == []
+            # Only the clear's mark is left (the exchanges that arrived before it are refused).
+            assert [k.decode() for k in client.scan_iter(match=f"{prefix}*")] == [f"{prefix}:clears"]
+            assert client.zrange(f"{prefix}:clears", 0, -1) == [b""]
 
     def test_prefixes_keep_deployments_apart(self, redis_server: RedisServer, stores: Callable[..., RedisStore]) -> None:
         one = stores(redis_server.url)
@@ -570,9 +643,15 @@ class TestRedisStore:
         server = own_redis()
         store = stores(server.url, limit=1000)
         for warm_up in (lambda: store.add(exchange(1)), lambda: store.list(Query()), store.count,
-                        lambda: store.clear()):
+                        lambda: store.clear("a-bin"), lambda: store.clear()):
             warm_up()  # loads each script once; Redis keeps them from now on
         with redis.Redis.from_url(server.url) as client:
+            # The exchanges below carry fixed ids from the past: forget the
+            # clears' marks that would refuse them (each clear leaves one).
+            def forget_marks() -> None:
+                client.delete(f"{store._prefix}:clears")
+
+            forget_marks()
             def round_trips(action: Callable[[], Any]) -> int:
                 client.config_resetstat()
                 action()
@@ -591,6 +670,8 @@ class TestRedisStore:
             assert round_trips(lambda: store.get(ident(5))) == 1
             assert round_trips(lambda: store.count()) == 1
             assert round_trips(lambda: store.clear()) == 1
+            assert round_trips(lambda: store.clear("a-bin")) == 1  # its mark, which finds no id to walk to
+            forget_marks()
             for n in range(1, 301):
                 store.add(exchange(n, method="POST" if n % 100 == 0 else "GET"))
             # A filter that matches rarely looks at every id, but in chunks of

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import redis
 
-from support import EchoServer, RedisServer, call, free_port, need, start_redis
+from support import EchoServer, RedisServer, call, free_port, need, start_redis, wait_for
 
 pytestmark = pytest.mark.redis
 
@@ -36,15 +36,6 @@ LOAD = 300
 SENDERS = 4
 # How long to wait for what happens by itself (a reconnect, the backlog written).
 SETTLE_SECONDS = 20.0
-
-
-def wait_for(condition: Callable[[], bool]) -> bool:
-    deadline = time.monotonic() + SETTLE_SECONDS
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
 
 
 def health(server: EchoServer) -> tuple[int, dict[str, Any]]:
@@ -160,6 +151,8 @@ def test_an_outage_under_load_loses_nothing_and_each_exchange_is_written_once_in
         assert wait_for(lambda: len(answered) >= LOAD // 3)
         durable_redis.stop()  # under load: requests keep arriving meanwhile
         stopped.set()
+        # A write has failed (not merely waited for its batch to fill), and exchanges wait.
+        assert wait_for(lambda: metric(server, "echo_store_errors_total") >= 1)
         assert wait_for(lambda: health(server)[1].get("buffered", 0) > 0)
         status, doc = health(server)
         assert status == 503 and doc["status"] == "degraded" and doc["store"]["ok"] is False

@@ -14,6 +14,7 @@ from __future__ import annotations
 import abc
 import re
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -143,6 +144,31 @@ class LocalCounters(Counters):
                 self._values.pop(key, None)
 
 
+# How long a shared store remembers a clear (`clear_mark`): an exchange another
+# replica answered before the clear but had not written yet (its batch was
+# filling, or the store was down) is refused for this long after it.
+CLEAR_MARK_SECONDS = 3600
+
+
+def clear_mark() -> int:
+    """Now, in the microseconds an id starts with: a clear's mark.
+
+    A shared store (Redis, an SQLite file) keeps the mark of each clear (per
+    bin, or of everything) and does not write an exchange whose id is at or
+    below it: one answered before the clear by a replica whose write-behind
+    queue had not written it yet is gone on every replica, as if it had been
+    written in time."""
+    return time.time_ns() // 1000
+
+
+def id_micros(exchange_id: str) -> int:
+    """The arrival time an id starts with, in microseconds; -1 for an id of another shape."""
+    try:
+        return int(exchange_id[:16], 16)
+    except ValueError:
+        return -1
+
+
 class Store(abc.ABC):
     """A bounded, thread-safe history of exchanges, shared by every thread."""
 
@@ -202,7 +228,10 @@ class Store(abc.ABC):
         """Forget every exchange, or with `bin` only those of that bin (section 9).
 
         A bin's clear forgets what the bin held when the clear began; exchanges
-        outside it keep their ids, order and place under the bound."""
+        outside it keep their ids, order and place under the bound. A store
+        shared by replicas also refuses, for CLEAR_MARK_SECONDS, the
+        exchanges that arrived before the clear and reach it after
+        (`clear_mark`)."""
 
     @abc.abstractmethod
     def count(self) -> int:

@@ -37,8 +37,12 @@ BATCH = 100
 # Bytes (by `approximate_size`) per batch: a batch of large exchanges is cut
 # short so one call stays well under a --store-timeout.
 BATCH_BYTES = 4 * 1024 * 1024
-# How long the writer waits for more before writing a batch that is not full.
-LINGER_SECONDS = 0.002
+# How long the writer waits for a batch to fill before writing it short. Each
+# write has a fixed cost (a transaction, a round trip) that a busy echo pays on
+# the same CPU as its answers, so waiting for a full batch is what keeps the
+# store's price small; 50 ms stays far inside the 1 s in which other replicas
+# and a SIGKILL must see an answered exchange.
+LINGER_SECONDS = 0.05
 # Backoff between attempts while the store fails: the first retry is soon (a
 # restarted Redis is back in a moment), later ones at most a second apart so
 # the backlog is written within a second of the store's return.
@@ -110,6 +114,9 @@ class BufferedStore(Store):
         self._failing_since: float | None = None
         self._last_error = ""
         self._dropped_before = 0
+        # `dropped` when the last write succeeded: drops since then (the queue
+        # filled while a batch waited) belong to the outage that follows.
+        self._dropped_at_write = 0
         self._backlog_end: int | None = None  # once the store is back: the seq after the last buffered
         self._warned_full = False
 
@@ -132,7 +139,10 @@ class BufferedStore(Store):
             if self._thread is None and not self._closing:
                 self._thread = threading.Thread(target=self._run, name="echo-store-writer", daemon=True)
                 self._thread.start()
-            self._work.notify()
+            # The writer waits for the first exchange, then for a full batch:
+            # waking it for every one in between would cost a switch each.
+            if len(self._queue) == 1 or len(self._queue) >= BATCH or self._bytes >= BATCH_BYTES:
+                self._work.notify()
         if full and warn:
             log.error("history store buffer full (%s %d, %s %d): dropping the oldest exchanges not yet written",
                       flag("store_buffer"), self._max_items, flag("store_buffer_bytes"), self._max_bytes)
@@ -150,6 +160,9 @@ class BufferedStore(Store):
             self._lost_in_flight += 1  # its batch may still be written: counted once that fails
         else:
             self.dropped += 1
+
+    def _batch_ready(self) -> bool:
+        return len(self._queue) >= BATCH or self._bytes >= BATCH_BYTES or self._flushed or self._closing
 
     def _take(self) -> list[_Entry]:
         batch: list[_Entry] = []
@@ -169,12 +182,10 @@ class BufferedStore(Store):
                     self._work.wait()
                 if not self._queue or (self._closing and time.monotonic() >= self._stop_by):
                     return
-                linger = len(self._queue) < BATCH and not self._flushed
-            if linger:
-                # Let a busy echo's next answers join this batch: one round trip
-                # for many exchanges instead of one each, for a few ms of delay
+                # Let a busy echo's next answers join this batch: one write for
+                # many exchanges instead of one each, for at most LINGER_SECONDS
                 # before other replicas see them.
-                time.sleep(LINGER_SECONDS)
+                self._work.wait_for(self._batch_ready, LINGER_SECONDS)
             with self._writing:
                 with self._lock:
                     batch = self._take()
@@ -225,6 +236,8 @@ class BufferedStore(Store):
                     self._failing_since = None
                     self._backlog_end = None
                 self._warned_full = False
+            if self._failing_since is None:
+                self._dropped_at_write = self.dropped
         if recovered is not None:
             down, dropped = recovered
             log.warning("history store is back after %.1f s; the exchanges buffered meanwhile are written, "
@@ -245,7 +258,7 @@ class BufferedStore(Store):
             first = self._failing_since is None
             if first:
                 self._failing_since = time.monotonic()
-                self._dropped_before = self.dropped
+                self._dropped_before = self._dropped_at_write
         if first:
             log.error("history store failing: exchanges wait in the buffer (up to %s %d) and are written "
                       "when it is back: %s", flag("store_buffer"), self._max_items, self._last_error)

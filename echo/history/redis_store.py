@@ -12,6 +12,11 @@ Key layout, for `--store-prefix P` (default ``echo``):
   ``p``/``q`` path and query string, lowercased) so a filtered page is chosen
   inside Redis without shipping the bodies of exchanges it skips; ``b`` is
   the exchange's bin ('' when none), which a bin's clear looks at.
+* ``P:clears`` - a sorted set of the clears of the last CLEAR_MARK_SECONDS:
+  member the bin ('' for a clear of everything), score its mark
+  (`base.clear_mark`, microseconds). An add skips an exchange whose id's time
+  is at or below its bin's mark or the mark of everything, so one that
+  another replica answered before a clear and wrote after is cleared too.
 
 Every operation is one Lua script (or one plain command), so it is atomic
 across replicas: an add inserts, expires and trims to `--history` in one step
@@ -50,7 +55,7 @@ from redis.retry import Retry
 
 from ..config import ConfigError, flag
 from ..model.records import Exchange
-from .base import Counters, Health, Page, Query, Store, StoreError, UnstorableError
+from .base import CLEAR_MARK_SECONDS, Counters, Health, Page, Query, Store, StoreError, UnstorableError, clear_mark
 from .codec import CodecError, exchange_from_bytes, exchange_to_bytes
 
 log = logging.getLogger("echo")
@@ -111,9 +116,10 @@ local function forget(ids, first, step, in_index)
 end
 """
 
-# KEYS: index, then one exchange key per exchange. ARGV: prefix, ttl_ms,
+# KEYS: index, clears, then one exchange key per exchange. ARGV: prefix, ttl_ms,
 # expire batch, limit, then per exchange: id, encoded exchange, method,
-# status, path, query, bin. A batch is one script, so it is as atomic as one add
+# status, path, query, bin. An exchange that arrived before a clear of its
+# bin or of everything (P:clears) is skipped. A batch is one script, so it is as atomic as one add
 # was: every exchange of it is in, and the history trimmed to `limit`, in one
 # step no replica can see half of. ZADD of a member already there and HSET of
 # a key already there replace, so a batch written again (its reply was lost)
@@ -127,11 +133,23 @@ if from ~= '-' then
   local old = redis.call('ZRANGEBYLEX', index, '-', '(' .. string.sub(from, 2), 'LIMIT', 0, tonumber(ARGV[3]))
   if #old > 0 then forget(old, 1, 1, true) end
 end
-for i = 2, #KEYS do
-  local a = 5 + (i - 2) * 7
-  redis.call('ZADD', index, 0, ARGV[a])
-  redis.call('HSET', KEYS[i], 'd', ARGV[a + 1], 'm', ARGV[a + 2], 's', ARGV[a + 3], 'p', ARGV[a + 4], 'q', ARGV[a + 5], 'b', ARGV[a + 6])
-  if ttl_ms > 0 then redis.call('PEXPIRE', KEYS[i], ttl_ms) end
+local everything = tonumber(redis.call('ZSCORE', KEYS[2], '') or -1)
+local marks = {}
+local function cleared(id, bin)
+  -- Microseconds as 16 hex digits: below 2^53, exact in a Lua number.
+  local at = tonumber(string.sub(id, 1, 16), 16) or -1
+  if at <= everything then return true end
+  if bin == '' then return false end
+  if marks[bin] == nil then marks[bin] = tonumber(redis.call('ZSCORE', KEYS[2], bin) or -1) end
+  return at <= marks[bin]
+end
+for i = 3, #KEYS do
+  local a = 5 + (i - 3) * 7
+  if not cleared(ARGV[a], ARGV[a + 6]) then
+    redis.call('ZADD', index, 0, ARGV[a])
+    redis.call('HSET', KEYS[i], 'd', ARGV[a + 1], 'm', ARGV[a + 2], 's', ARGV[a + 3], 'p', ARGV[a + 4], 'q', ARGV[a + 5], 'b', ARGV[a + 6])
+    if ttl_ms > 0 then redis.call('PEXPIRE', KEYS[i], ttl_ms) end
+  end
 end
 if ttl_ms > 0 then
   -- Every id in the index arrived before the last one added: once that
@@ -233,8 +251,11 @@ _LUA_COUNT = _LUA_COMMON + """
 return redis.call('ZLEXCOUNT', index, live_from(), '+')
 """
 
-# KEYS: index. ARGV: prefix, ttl_ms, expire batch.
+# KEYS: index, clears. ARGV: prefix, ttl_ms, expire batch, mark. A clear of
+# everything replaces every bin's mark with its own.
 _LUA_CLEAR = _LUA_COMMON + """
+redis.call('DEL', KEYS[2])
+redis.call('ZADD', KEYS[2], ARGV[4], '')
 local total = 0
 while true do
   local ids = redis.call('ZRANGE', index, 0, 999)
@@ -244,6 +265,17 @@ while true do
 end
 redis.call('DEL', index)
 return total
+"""
+
+# KEYS: index, clears. ARGV: bin, mark, oldest mark to keep. Sets the bin's
+# mark, forgets marks older than CLEAR_MARK_SECONDS and returns the newest id
+# ('' when none), in one step: what a replica adds from now on is refused if
+# it arrived before the clear, and what it added before is at or below that id.
+_LUA_MARK_BIN = """
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[3])
+local newest = redis.call('ZREVRANGEBYLEX', KEYS[1], '+', '-', 'LIMIT', 0, 1)
+return newest[1] or ''
 """
 
 # KEYS: index. ARGV: prefix, ttl_ms, expire batch, lower bound ('-' or '(id'),
@@ -319,6 +351,7 @@ class RedisStore(Store):
         self._limit = limit
         self._ttl_ms = max(1, round(ttl * 1000)) if ttl > 0 else 0
         self._index = f"{prefix}:ids"
+        self._clears = f"{prefix}:clears"
         self._xprefix = f"{prefix}:x:"
         self._prefix = prefix
         self._add = self._client.register_script(_LUA_ADD)
@@ -326,6 +359,7 @@ class RedisStore(Store):
         self._count = self._client.register_script(_LUA_COUNT)
         self._clear = self._client.register_script(_LUA_CLEAR)
         self._clear_bin = self._client.register_script(_LUA_CLEAR_BIN)
+        self._mark_bin = self._client.register_script(_LUA_MARK_BIN)
         self._warned_unreadable = False
 
     def _describe(self, scheme: str) -> str:
@@ -355,7 +389,7 @@ class RedisStore(Store):
     def add_many(self, exchanges: Sequence[Exchange]) -> None:
         if self._limit <= 0 or not exchanges:
             return
-        keys = [self._index]
+        keys = [self._index, self._clears]
         args: list[Any] = [*self._common(), self._limit]
         unstorable: list[str] = []
         for exchange in exchanges:
@@ -370,7 +404,7 @@ class RedisStore(Store):
                 exchange.id, data, _text(request.method.upper()), str(exchange.response.status),
                 _text(request.path.lower()), _text(request.query_string.lower()), request.bin or "",
             ]
-        if len(keys) > 1:
+        if len(keys) > 2:
             self._call("add", lambda: self._add(keys=keys, args=args))
         if unstorable:
             raise UnstorableError(unstorable[0], len(unstorable))
@@ -443,18 +477,21 @@ class RedisStore(Store):
             return None
 
     def clear(self, bin: str | None = None) -> None:
+        mark = clear_mark()
+        keys = [self._index, self._clears]
         if bin is None:
-            self._call("clear", lambda: self._clear(keys=[self._index], args=self._common()))
+            self._call("clear", lambda: self._clear(keys=keys, args=[*self._common(), mark]))
             return
         # A bin's exchanges are spread through the one index: it is walked from
-        # the oldest up to the newest id at the start, SCAN_PER_CALL ids per
-        # script, so no script blocks Redis for long whatever --history is.
-        newest = self._call("clear", lambda: self._client.zrevrangebylex(self._index, "+", "-", start=0, num=1))
+        # the oldest up to the newest id when the bin's mark was set,
+        # SCAN_PER_CALL ids per script, so no script blocks Redis for long
+        # whatever --history is.
+        oldest_kept = mark - CLEAR_MARK_SECONDS * 1_000_000
+        newest = self._call("clear", lambda: self._mark_bin(keys=keys, args=[bin, mark, oldest_kept]))
         if not newest:
             return
         lower: str | bytes = "-"
-        first = newest[0]
-        upper = b"[" + (first if isinstance(first, bytes) else first.encode("ascii"))
+        upper = b"[" + (newest if isinstance(newest, bytes) else newest.encode("ascii"))
         while True:
             args = [*self._common(), lower, upper, bin, SCAN_PER_CALL]
             cursor, _ = self._call("clear", functools.partial(self._clear_bin, keys=[self._index], args=args))

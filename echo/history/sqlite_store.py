@@ -15,6 +15,12 @@ marked ``lossy``: every text condition lets it through, and the Python check
 that always follows (`Query.matches`) decides. SQL is built only from fixed
 fragments and `?` parameters, never from a filter's text.
 
+A second table, ``clears``, keeps the mark (`base.clear_mark`) of each clear
+of the last CLEAR_MARK_SECONDS, by bin ('' for a clear of everything): a
+batch skips the exchanges that arrived before a clear of their bin or of
+everything, so one another process answered before the clear and wrote
+after it is cleared as well.
+
 The schema version is SQLite's ``user_version`` and the file carries Echo's
 ``application_id``. At start an older file is migrated in place (one
 transaction, so several processes starting together migrate it once); a newer
@@ -65,7 +71,7 @@ from typing import Any, TypeVar
 from ..config import ConfigError, flag, sqlite_path
 from ..model.filter import Filter
 from ..model.records import Exchange
-from .base import Health, Page, Query, Store, StoreError, UnstorableError
+from .base import CLEAR_MARK_SECONDS, Health, Page, Query, Store, StoreError, UnstorableError, clear_mark, id_micros
 from .codec import CodecError, exchange_from_bytes, exchange_to_bytes
 
 log = logging.getLogger("echo")
@@ -74,7 +80,7 @@ T = TypeVar("T")
 
 # "ECHO" in ASCII: SQLite's application_id marks the file as Echo's history.
 APPLICATION_ID = 0x4543484F
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Exchanges per chunk while an older file is migrated: one chunk of full
 # --keep-body bodies stays a few tens of MB.
@@ -85,6 +91,11 @@ BATCH = 500
 # filter that matches rarely reaches --max-scan in a few statements.
 WINDOW_FIRST = 64
 WINDOW_MOST = 4096
+# The page size a new file gets (an existing file keeps its own). A kept
+# exchange is one row of about 1-4 KB: at SQLite's default 4096 most rows
+# take a page each, at 8192 a few share one, which halves what a batch
+# writes (measured: 10.7 -> 5.7 us per 2.5 KB row in batches of 100).
+PAGE_SIZE = 8192
 # At start, another process creating or migrating the same file may hold its
 # lock: wait this long for it rather than refusing to start.
 OPEN_SECONDS = 10.0
@@ -131,8 +142,12 @@ def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
         last = rows[-1][0]
 
 
+def _migrate_2_to_3(conn: sqlite3.Connection) -> None:
+    conn.execute("CREATE TABLE clears (bin TEXT PRIMARY KEY, mark INTEGER NOT NULL)")
+
+
 # from version -> the step to the next one
-MIGRATIONS = {1: _migrate_1_to_2}
+MIGRATIONS = {1: _migrate_1_to_2, 2: _migrate_2_to_3}
 
 
 def _clean(text: str) -> bool:
@@ -162,6 +177,15 @@ def _filter_columns(exchange: Exchange) -> tuple[Any, ...]:
     method, path, path_lc, query_lc, bin_name, bin_path, remote_addr, rule = texts
     return (method, path, path_lc, query_lc, bin_name, bin_path, exchange.response.status, remote_addr, rule,
             int(lossy))
+
+
+_BIN = _COLUMNS.index("bin")
+
+
+def _cleared(row: tuple[Any, ...], marks: dict[str, int]) -> bool:
+    """Whether a clear of everything ('') or of the row's bin came after the row's exchange arrived."""
+    at = id_micros(row[0])
+    return at <= marks.get("", -1) or (row[_BIN] is not None and at <= marks.get(row[_BIN], -1))
 
 
 def _row(exchange: Exchange) -> tuple[Any, ...]:
@@ -381,6 +405,7 @@ class SqliteStore(Store):
         WAL first (it cannot change inside a transaction), then the work under
         the write lock, looking again there: another process may have done it
         meanwhile."""
+        conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")  # a no-op unless the file is still empty
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -433,6 +458,9 @@ class SqliteStore(Store):
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
+                marks = dict(conn.execute("SELECT bin, mark FROM clears").fetchall())
+                if marks:
+                    rows = [row for row in rows if not _cleared(row, marks)]
                 conn.executemany(_INSERT, rows)
                 live_from = self._live_from()
                 if live_from is not None:
@@ -585,11 +613,23 @@ class SqliteStore(Store):
         """Forget every exchange, or only those of one bin."""
         conn = self._conn()
         with self._write_lock:
+            mark = clear_mark()
             try:
-                if bin is None:
-                    conn.execute("DELETE FROM exchanges")
-                else:
-                    conn.execute("DELETE FROM exchanges WHERE bin = ?", (bin,))
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    if bin is None:
+                        conn.execute("DELETE FROM exchanges")
+                        conn.execute("DELETE FROM clears")
+                    else:
+                        conn.execute("DELETE FROM exchanges WHERE bin = ?", (bin,))
+                        conn.execute("DELETE FROM clears WHERE mark < ?", (mark - CLEAR_MARK_SECONDS * 1_000_000,))
+                    conn.execute("INSERT OR REPLACE INTO clears (bin, mark) VALUES (?, ?)",
+                                 ("" if bin is None else bin, mark))
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
             except sqlite3.Error as exc:
                 raise StoreError(f"sqlite {self._path}: clear failed: {exc}") from exc
 
