@@ -12,7 +12,7 @@ written keeps each exchange once.
 
 Reads merge what is still queued with the store's answer: the process that
 answered an exchange shows it at once (read your own writes); other replicas
-see it when its batch is written, normally within milliseconds.
+see it when its batch is written, within about LINGER_SECONDS (50 ms).
 """
 
 from __future__ import annotations

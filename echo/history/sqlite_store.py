@@ -39,7 +39,7 @@ never be stored raise `UnstorableError` once the others are written.
 
 The store keeps no queue of its own: `make_store` puts it behind the
 write-behind queue (`buffered.BufferedStore`), which returns to the request at
-once, writes batches within milliseconds (so other processes see an exchange
+once, writes batches within about 50 ms (so other processes see an exchange
 well within 1 s), keeps the exchanges and retries while the file refuses
 writes, shows what it holds in this process's reads and writes it at a clean
 stop.
