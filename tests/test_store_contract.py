@@ -25,19 +25,20 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from echo.config import ConfigError
-from echo.history import MemoryStore, Query, Store, StoreError, redis_store, sqlite_store
+from echo.history import MemoryStore, Query, Store, StoreError, codec, redis_store, sqlite_store
 from echo.history.codec import CodecError, exchange_from_bytes, exchange_to_bytes
 from echo.history.packed import Packed, pack, unpack
 from echo.history.redis_store import RedisStore
 from echo.history.sqlite_store import SqliteStore
 from echo.model.factory import make_exchange, make_request, make_response
-from echo.model.records import Exchange, FileInfo, IdSource, RequestRecord, ResponseRecord
+from echo.model.records import JSON_FROM_BODY, Exchange, FileInfo, IdSource, RequestRecord, ResponseRecord
 
 from support import RedisServer, free_port, need
 
@@ -496,16 +497,26 @@ class TestCodec:
     @given(exchanges())
     def test_round_trip_is_exact(self, original: Exchange) -> None:
         data = exchange_to_bytes(original)
-        assert data.startswith(b'{"v":2,') or (data.startswith(b'{"v":1,') and data.isascii())
+        assert data.startswith(b"[3,") or (data.startswith(b'{"v":1,') and data.isascii())
         assert exchange_from_bytes(data) == original
 
-    def test_an_ordinary_exchange_is_written_by_orjson(self) -> None:
+    def test_an_ordinary_exchange_is_written_by_orjson_with_its_bodies_as_they_are(self) -> None:
         wire = wire_exchange()
         original = dataclasses.replace(wire, request=dataclasses.replace(wire.request, json={"n": [1, -0.0], "s": "\u2028"}))
         data = exchange_to_bytes(original)
-        assert data.startswith(b'{"v":2,')
-        assert "\U0001f600".encode() in data  # UTF-8, not escaped
+        head, _, bodies = data.partition(b"\n")
+        assert head.startswith(b"[3,") and head.endswith(b"]")
+        assert "\U0001f600".encode() in head  # UTF-8, not escaped
+        request, response = original.request, original.response
+        assert response.body is not None and request.content is not None
+        assert bodies == request.body + request.content + response.body  # no base64
         assert exchange_from_bytes(data) == original
+
+    def test_a_body_with_newlines_and_any_bytes_is_kept_exactly(self) -> None:
+        body = bytes(range(256)) * 3 + b"\n\n"
+        original = exchange(1, body=body)
+        again = exchange_from_bytes(exchange_to_bytes(original))
+        assert again.request.body == body and again == original
 
     def test_what_orjson_cannot_write_exactly_is_written_by_the_standard_library(self) -> None:
         original = full_exchange()  # an integer over 64 bits and a lone surrogate
@@ -514,11 +525,18 @@ class TestCodec:
         again = exchange_from_bytes(data)
         assert again == original and again.request.json["n"][3] == 10**40
 
-    def test_a_document_an_older_echo_wrote_is_read(self) -> None:
-        original = wire_exchange()
-        doc = json.loads(exchange_to_bytes(original))
-        doc["v"] = 1
-        assert exchange_from_bytes(json.dumps(doc, separators=(",", ":")).encode("ascii")) == original
+    @pytest.mark.parametrize("version", [1, 2])
+    def test_a_document_an_older_echo_wrote_is_read(self, version: int) -> None:
+        wire = wire_exchange()  # with JSON orjson can write: version 2 was only written for such
+        original = dataclasses.replace(wire, request=dataclasses.replace(wire.request, json={"n": [1, -0.0]}))
+        request = original.request
+        kept_json = None if request.kept_json is JSON_FROM_BODY else request.kept_json
+        doc = json.loads(codec._exact(original, kept_json, dict(original.controls),
+                                      None if original.rule is None else dict(original.rule)))
+        assert doc["v"] == 1
+        doc["v"] = version  # version 2 was this document, by orjson
+        data = orjson.dumps(doc) if version == 2 else json.dumps(doc, separators=(",", ":")).encode("ascii")
+        assert exchange_from_bytes(data) == original
 
     def test_round_trip_keeps_the_types_equality_would_forgive(self) -> None:
         original = full_exchange()
@@ -537,7 +555,17 @@ class TestCodec:
         b'{"v": 2, "request": {}}',
         b'{"v": 1}',
         b'{"v":3,"request":{}}',
-        exchange_to_bytes(exchange(1)).replace(b'"body":"', b'"body":"!!'),
+        b'{"v":4,"request":{}}',
+        b"[4]",
+        b"[3]\n",
+        b"[3,1,2]\n",
+        exchange_to_bytes(exchange(1, body=b"abc")).partition(b"\n")[0],  # no newline, no bodies
+        exchange_to_bytes(exchange(1, body=b"abc"))[:-1],  # a body cut short
+        exchange_to_bytes(exchange(1, body=b"abc")) + b"x",  # a byte too many
+        exchange_to_bytes(exchange(1, body=b"abc")).replace(b",3,-1,-1]", b",-3,-1,-1]"),
+        exchange_to_bytes(exchange(1, body=b"abc")).replace(b",3,-1,-1]", b',"3",-1,-1]'),
+        exchange_to_bytes(exchange(1)).replace(b'{"status":200,"headers":[],"cookies":[],"delay":0}', b'["status"]'),
+        codec._exact(exchange(1), None, {}, None).replace(b'"body":"', b'"body":"!!').replace(b'"v":1', b'"v":2'),
     ])
     def test_anything_else_is_a_codec_error(self, data: bytes) -> None:
         with pytest.raises(CodecError):

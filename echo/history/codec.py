@@ -1,20 +1,24 @@
-"""The wire format of one exchange in a shared store: JSON, bytes as base64.
+"""The wire format of one exchange in a shared store.
 
 A Redis store is read by every replica, including ones running another Echo
-version during a rolling upgrade, so the format is explicit and versioned: one
-JSON object per exchange with every field of `Exchange`, `RequestRecord`,
-`ResponseRecord` and `FileInfo` by name. Bytes (bodies, which may be any
-binary) travel as base64; header, arg, cookie and form pairs as two-element
-lists in arrival order; `json` as the JSON value it already is. Decoding gives
-back records equal, field for field, to the ones encoded.
+version during a rolling upgrade, and an SQLite file outlives the process
+that wrote it, so the format is explicit and versioned. Decoding gives back
+records equal, field for field, to the ones encoded.
 
-Two versions of the same document: version 2 is written by orjson (UTF-8, a
-few times faster both ways, which is what a page of 50 from Redis or SQLite
-spends its time on); what orjson cannot write exactly (integers over 64 bits,
-lone surrogates) is written as version 1 by the standard library, as ASCII.
-The version is the document's first key, so a reader picks its parser from
-the first bytes: orjson never reads a version 1 document, whose big integers
-it would turn into floats.
+Version 3, what this Echo writes: one orjson array of every field of
+`Exchange`, `RequestRecord`, `ResponseRecord` and `FileInfo` in a fixed
+order (`_FIELDS_3`), first the version, last the lengths of the request
+body, the decoded content and the response body; then a newline; then those
+bytes as they are. JSON never holds a raw newline (orjson escapes control
+characters), so the first one ends it. No base64 and no field names: about a
+quarter of version 2's encoding time and a third less to store.
+
+Versions 2 and 1, still read: one JSON object with every field by name and
+bytes as base64; 2 written by orjson, 1 by the standard library as ASCII.
+What orjson cannot write exactly (integers over 64 bits, lone surrogates,
+floats that are not finite, which it would write as null) is still written as
+version 1. A reader picks its parser from the first bytes, so orjson never
+reads a version 1 document, whose big integers it would turn into floats.
 """
 
 from __future__ import annotations
@@ -31,10 +35,21 @@ from ..model.records import JSON_FROM_BODY, Exchange, FileInfo, Pairs, RequestRe
 
 # Bumped whenever a field changes meaning; a reader refuses what it cannot read
 # rather than showing an exchange with fields silently missing.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+# The keyed orjson document of the version before, read but no longer written.
+KEYED_VERSION = 2
 # The standard library's exact ASCII form, for what orjson cannot write.
 EXACT_VERSION = 1
-_FAST_PREFIX = b'{"v":2,'
+_PREFIX_3 = b"[3,"
+_PREFIX_2 = b'{"v":2,'
+# The array of version 3, in order (the version first, three lengths last).
+_FIELDS_3 = (
+    "v", "id", "started", "method", "url", "path", "query_string", "http_version", "remote_addr",
+    "args", "headers", "cookies", "form", "files", "json", "json_from_body", "body_size", "body_sha256",
+    "content_encoding", "errors", "truncated", "too_large",
+    "status", "response_headers", "response_size", "response_sha256", "content_type", "response_truncated",
+    "controls", "duration_ms", "bin", "bin_path", "rule", "body_length", "content_length", "response_length",
+)
 
 _REQUEST_PAIRS = ("args", "headers", "cookies", "form")
 
@@ -44,14 +59,41 @@ class CodecError(ValueError):
 
 
 def exchange_to_bytes(exchange: Exchange) -> bytes:
-    """One exchange as compact JSON: orjson's UTF-8 where it is exact, else
+    """One exchange as version 3 where orjson is exact, else as version 1:
     ASCII with non-ASCII text escaped (so any str, even a lone surrogate, encodes)."""
     request, response = exchange.request, exchange.response
-    kept_json = None if request.kept_json is JSON_FROM_BODY else request.kept_json
+    from_body = request.kept_json is JSON_FROM_BODY
+    kept_json = None if from_body else request.kept_json
     controls = dict(exchange.controls)
     rule = None if exchange.rule is None else dict(exchange.rule)
+    # orjson writes NaN and infinities as null: such an exchange is written exactly by json.
+    if _finite((request.started, exchange.duration_ms, controls, kept_json, rule)):
+        body, content, response_body = request.body, request.content, response.body
+        try:
+            head = orjson.dumps((
+                FORMAT_VERSION, request.id, request.started, request.method, request.url, request.path,
+                request.query_string, request.http_version, request.remote_addr, request.args, request.headers,
+                request.cookies, request.form,
+                [(f.field, f.filename, f.content_type, f.size, f.sha256) for f in request.files],
+                kept_json, from_body, request.body_size, request.body_sha256, request.content_encoding,
+                request.errors, request.truncated, request.too_large,
+                response.status, response.headers, response.body_size, response.body_sha256,
+                response.content_type, response.truncated,
+                controls, exchange.duration_ms, request.bin, request.bin_path, rule,
+                len(body), -1 if content is None else len(content), -1 if response_body is None else len(response_body),
+            ))
+        except TypeError:  # orjson.JSONEncodeError: an int over 64 bits, a lone surrogate, deep nesting
+            pass
+        else:
+            return b"".join((head, b"\n", body, content or b"", response_body or b""))
+    return _exact(exchange, kept_json, controls, rule)
+
+
+def _exact(exchange: Exchange, kept_json: Any, controls: dict[str, Any], rule: dict[str, Any] | None) -> bytes:
+    """Version 1: the keyed document, by the standard library, as ASCII."""
+    request, response = exchange.request, exchange.response
     doc = {
-        "v": FORMAT_VERSION,
+        "v": EXACT_VERSION,
         "request": {
             "id": request.id,
             "started": request.started,
@@ -98,13 +140,6 @@ def exchange_to_bytes(exchange: Exchange) -> bytes:
         "duration_ms": exchange.duration_ms,
         "rule": rule,
     }
-    # orjson writes NaN and infinities as null: such a document is written exactly by json.
-    if _finite((request.started, exchange.duration_ms, controls, kept_json, rule)):
-        try:
-            return orjson.dumps(doc)
-        except TypeError:  # orjson.JSONEncodeError: an int over 64 bits, a lone surrogate, deep nesting
-            pass
-    doc["v"] = EXACT_VERSION
     try:
         return json.dumps(doc, separators=(",", ":")).encode("ascii")
     except (TypeError, ValueError, RecursionError) as exc:
@@ -131,11 +166,13 @@ def _finite(value: Any) -> bool:
 def exchange_from_bytes(data: bytes) -> Exchange:
     """The exchange `exchange_to_bytes` wrote; CodecError for anything else."""
     try:
-        doc = orjson.loads(data) if data.startswith(_FAST_PREFIX) else json.loads(data)
-        if not isinstance(doc, dict) or doc.get("v") not in (FORMAT_VERSION, EXACT_VERSION):
-            version = doc.get("v") if isinstance(doc, dict) else None
-            raise CodecError(
-                f"stored exchange has format {version!r}, this version reads {EXACT_VERSION} and {FORMAT_VERSION}")
+        if data.startswith(_PREFIX_3):
+            return _from_3(data)
+        doc = orjson.loads(data) if data.startswith(_PREFIX_2) else json.loads(data)
+        if not isinstance(doc, dict) or doc.get("v") not in (KEYED_VERSION, EXACT_VERSION):
+            version = doc.get("v") if isinstance(doc, dict) else doc[0] if isinstance(doc, list) and doc else None
+            raise CodecError(f"stored exchange has format {version!r}, this version reads "
+                             f"{EXACT_VERSION}, {KEYED_VERSION} and {FORMAT_VERSION}")
         req = dict(doc["request"])
         for name in _REQUEST_PAIRS:
             req[name] = _pairs_in(req[name])
@@ -161,6 +198,44 @@ def exchange_from_bytes(data: bytes) -> Exchange:
     except (ValueError, TypeError, KeyError, AttributeError, RecursionError, binascii.Error) as exc:
         # orjson.JSONDecodeError is a ValueError.
         raise CodecError(f"stored exchange is unreadable: {exc!r}") from None
+
+
+def _from_3(data: bytes) -> Exchange:
+    end = data.index(b"\n")  # ValueError when there is none
+    fields = orjson.loads(data[:end])
+    if not isinstance(fields, list) or len(fields) != len(_FIELDS_3):
+        raise CodecError(f"stored exchange of format {FORMAT_VERSION} has {len(fields)} fields, "
+                         f"not {len(_FIELDS_3)}" if isinstance(fields, list) else "stored exchange is not an array")
+    (_, exchange_id, started, method, url, path, query_string, http_version, remote_addr, args, headers, cookies,
+     form, files, kept_json, from_body, body_size, body_sha256, content_encoding, errors, truncated, too_large,
+     status, response_headers, response_size, response_sha256, content_type, response_truncated,
+     controls, duration_ms, bin_name, bin_path, rule, body_length, content_length, response_length) = fields
+    lengths = (body_length, content_length, response_length)
+    if (not all(type(n) is int for n in lengths) or body_length < 0 or min(lengths) < -1
+            or end + 1 + body_length + max(content_length, 0) + max(response_length, 0) != len(data)):
+        raise CodecError(f"stored exchange of format {FORMAT_VERSION} has bodies of lengths {lengths} "
+                         f"in {len(data) - end - 1} bytes")
+    at = end + 1
+    body = data[at:at + body_length]
+    at += body_length
+    content = None if content_length < 0 else data[at:at + content_length]
+    at += max(content_length, 0)
+    response_body = None if response_length < 0 else data[at:at + response_length]
+    request = RequestRecord(
+        id=exchange_id, started=started, method=method, url=url, path=path, query_string=query_string,
+        http_version=http_version, remote_addr=remote_addr, args=_pairs_in(args), headers=_pairs_in(headers),
+        cookies=_pairs_in(cookies), form=_pairs_in(form), files=tuple(FileInfo(*info) for info in files),
+        json=JSON_FROM_BODY if from_body else kept_json, body=body, body_size=body_size, body_sha256=body_sha256,
+        content=content, content_encoding=content_encoding, errors=tuple(errors), truncated=truncated,
+        too_large=too_large, bin=bin_name, bin_path=bin_path,
+    )
+    response = ResponseRecord(
+        status=status, headers=_pairs_in(response_headers), body=response_body, body_size=response_size,
+        body_sha256=response_sha256, content_type=content_type, truncated=response_truncated,
+    )
+    if not isinstance(controls, dict) or not (rule is None or isinstance(rule, dict)):
+        raise CodecError(f"stored exchange of format {FORMAT_VERSION} has controls or a rule that is not an object")
+    return Exchange(request=request, response=response, controls=controls, duration_ms=duration_ms, rule=rule)
 
 
 def _pairs_in(items: Any) -> Pairs:

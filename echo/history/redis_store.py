@@ -64,7 +64,7 @@ T = TypeVar("T")
 
 # Exchanges returned by one page script. The inspector's largest page (1000)
 # is four round trips; a reply stays under ~50 MB even when every exchange
-# carries two full --keep-body bodies (base64), so neither Redis's output
+# carries two full --keep-body bodies, so neither Redis's output
 # buffer nor ours balloons on a HAR export.
 FETCH_PER_CALL = 250
 
@@ -181,7 +181,8 @@ local status, class = tonumber(ARGV[8]), tonumber(ARGV[9])
 local hints = {}
 for i = 11, #ARGV do hints[#hints + 1] = ARGV[i] end
 local filtered = method ~= '' or status ~= nil or class ~= nil or needle ~= '' or #hints > 0
--- Non-ASCII text, as UTF-8 (codec format 2) or as backslash-u escapes (format 1):
+-- Non-ASCII text, as UTF-8 (codec formats 3 and 2) or as backslash-u escapes (format 1),
+-- and any body with a byte past ASCII (format 3 keeps bodies as they are):
 -- Python lowercases some of it to ASCII (the Kelvin sign to k), which Lua's
 -- byte-wise lower does not, so such an exchange is always sent.
 local escape = string.char(92) .. 'u'
