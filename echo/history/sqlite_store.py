@@ -58,13 +58,14 @@ being killed (``kill -9``), not a power loss or a kernel crash.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -448,31 +449,38 @@ class SqliteStore(Store):
             except CodecError as exc:
                 unstorable.append(f"exchange {exchange.id}: {exc}")
         if rows:
-            with self._write_lock:
-                self._write(rows)
+            self._write(rows)
         if unstorable:
             raise UnstorableError(unstorable[0], len(unstorable))
 
-    def _write(self, rows: Sequence[tuple[Any, ...]]) -> None:
+    @contextlib.contextmanager
+    def _transaction(self, what: str) -> Iterator[sqlite3.Connection]:
+        """One write transaction by this store's one writer at a time: committed when
+        the block ends, rolled back when it raises; StoreError when the file refuses."""
         conn = self._conn()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
+        with self._write_lock:
             try:
-                marks = dict(conn.execute("SELECT bin, mark FROM clears").fetchall())
-                if marks:
-                    rows = [row for row in rows if not _cleared(row, marks)]
-                conn.executemany(_INSERT, rows)
-                live_from = self._live_from()
-                if live_from is not None:
-                    conn.execute("DELETE FROM exchanges WHERE started < ?", (live_from,))
-                conn.execute(_TRIM, (self._limit,))
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            raise StoreError(f"sqlite {self._path}: write failed: {exc}") from exc
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise StoreError(f"sqlite {self._path}: {what} failed: {exc}") from exc
+
+    def _write(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        with self._transaction("write") as conn:
+            marks = dict(conn.execute("SELECT bin, mark FROM clears").fetchall())
+            if marks:
+                rows = [row for row in rows if not _cleared(row, marks)]
+            conn.executemany(_INSERT, rows)
+            live_from = self._live_from()
+            if live_from is not None:
+                conn.execute("DELETE FROM exchanges WHERE started < ?", (live_from,))
+            conn.execute(_TRIM, (self._limit,))
 
     # ---- reading -----------------------------------------------------------
 
@@ -611,27 +619,15 @@ class SqliteStore(Store):
 
     def clear(self, bin: str | None = None) -> None:  # noqa: A002 - the name the Store interface uses
         """Forget every exchange, or only those of one bin."""
-        conn = self._conn()
-        with self._write_lock:
-            mark = clear_mark()
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    if bin is None:
-                        conn.execute("DELETE FROM exchanges")
-                        conn.execute("DELETE FROM clears")
-                    else:
-                        conn.execute("DELETE FROM exchanges WHERE bin = ?", (bin,))
-                        conn.execute("DELETE FROM clears WHERE mark < ?", (mark - CLEAR_MARK_SECONDS * 1_000_000,))
-                    conn.execute("INSERT OR REPLACE INTO clears (bin, mark) VALUES (?, ?)",
-                                 ("" if bin is None else bin, mark))
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                raise StoreError(f"sqlite {self._path}: clear failed: {exc}") from exc
+        mark = clear_mark()
+        with self._transaction("clear") as conn:
+            if bin is None:
+                conn.execute("DELETE FROM exchanges")
+                conn.execute("DELETE FROM clears")
+            else:
+                conn.execute("DELETE FROM exchanges WHERE bin = ?", (bin,))
+                conn.execute("DELETE FROM clears WHERE mark < ?", (mark - CLEAR_MARK_SECONDS * 1_000_000,))
+            conn.execute("INSERT OR REPLACE INTO clears (bin, mark) VALUES (?, ?)", ("" if bin is None else bin, mark))
 
     def count(self) -> int:
         sql, params = "SELECT count(*) FROM exchanges", []
