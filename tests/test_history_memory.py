@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 
 from echo.capture.request import CaptureLimits, _pairs, _split_query, capture
 from echo.history import Query
-from echo.history.memory import MemoryStore
+from echo.history.memory import RECORDS_UP_TO, MemoryStore
 from echo.history.packed import Packed, pack, unpack
-from echo.model.records import Exchange, IdSource, RequestRecord, ResponseRecord
+from echo.model.records import JSON_FROM_BODY, Exchange, IdSource, ParsedJSON, RequestRecord, ResponseRecord
 
 NO_CONTROLS = MappingProxyType({"status": 200, "headers": (), "cookies": (), "delay": 0.0})
 # A kept small GET is about 0.7 KB of fields; orjson's output alone used to hold 8 KiB.
@@ -44,7 +44,7 @@ def small_get(ids: IdSource, controls: Any = NO_CONTROLS) -> Exchange:
 def test_a_kept_small_get_takes_its_size_not_orjsons_buffer() -> None:
     ids = IdSource()
     exchanges = [small_get(ids) for _ in range(1000)]
-    store = MemoryStore(1000)
+    store = MemoryStore(RECORDS_UP_TO + 1)  # a history that packs
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
@@ -144,3 +144,78 @@ def test_records_built_quickly_are_the_dataclasses_records() -> None:
         record.method = "POST"  # type: ignore[misc]
     with pytest.raises(TypeError):
         RequestRecord(id="x")  # type: ignore[call-arg]
+
+
+# A history of `limit` driven by adds (new, older than the newest, repeated)
+# and clears, against a sorted-dict model of what must be kept.
+MEMORY_OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("add"), st.integers(0, 40), st.sampled_from([None, "a", "b"])),
+        st.tuples(st.just("clear"), st.just(0), st.sampled_from([None, "a", "b"])),
+    ),
+    max_size=120,
+)
+
+
+@given(limit=st.integers(1, 6), packs=st.booleans(), ops=MEMORY_OPS)
+def test_adds_evictions_and_clears_keep_exactly_the_newest_limit(
+        limit: int, packs: bool, ops: list[tuple[str, int, Any]]) -> None:
+    base = small_get(IdSource())
+    store = MemoryStore(limit)
+    store._packs = packs  # as a history over RECORDS_UP_TO does
+    model: dict[str, Any] = {}  # id -> bin
+    for op, n, bin_name in ops:
+        if op == "add":
+            exchange_id = f"{n:028d}"
+            request = dataclasses.replace(base.request, id=exchange_id, bin=bin_name)
+            store.add(dataclasses.replace(base, request=request))
+            model[exchange_id] = bin_name
+            for oldest in sorted(model)[:max(len(model) - limit, 0)]:
+                del model[oldest]
+        else:
+            store.clear(bin_name)
+            model = {} if bin_name is None else {i: b for i, b in model.items() if b != bin_name}
+        newest_first = sorted(model, reverse=True)
+        assert [e.id for e in store.list(Query(limit=100))] == newest_first
+        assert store.count() == len(model)
+        if newest_first:
+            assert [e.id for e in store.list(Query(limit=2, before=newest_first[0]))] == newest_first[1:3]
+            bounded = store.page(Query(limit=100), 1)
+            assert [e.id for e in bounded.exchanges] == newest_first[:1]
+            assert bounded.stopped == (newest_first[0] if len(newest_first) > 1 else None)
+
+
+def test_evicting_the_oldest_does_not_shift_the_kept_ids_each_time() -> None:
+    ids = IdSource()
+    store = MemoryStore(1000)
+    exchange = small_get(ids)
+    for _ in range(1001):
+        store.add(dataclasses.replace(exchange, request=dataclasses.replace(exchange.request, id=ids.next()[0])))
+    # The evicted id is passed over, not removed from the front (a move of
+    # every kept id); the front goes in one cut once it is as long as the rest.
+    assert len(store._ids) == 1001 and store.count() == 1000
+    for _ in range(2000):
+        store.add(dataclasses.replace(exchange, request=dataclasses.replace(exchange.request, id=ids.next()[0])))
+    assert len(store._ids) <= 2000 and store.count() == 1000
+
+
+@pytest.mark.parametrize(("limit", "packed"), [(RECORDS_UP_TO, False), (RECORDS_UP_TO + 1, True)])
+def test_a_history_up_to_the_bound_keeps_records_and_a_larger_one_packs(limit: int, packed: bool) -> None:
+    exchange = small_get(IdSource())
+    store = MemoryStore(limit)
+    store.add(exchange)
+    kept = store._items[exchange.id]
+    assert (kept is exchange) is not packed
+    assert isinstance(kept, bytes) is packed
+    assert store.get(exchange.id) == exchange
+
+
+def test_a_parsed_json_body_is_packed_at_any_limit_and_its_parsed_value_not_kept() -> None:
+    base = small_get(IdSource())
+    request = dataclasses.replace(base.request, method="POST", body=b'{"a": [1, 2]}', json=ParsedJSON({"a": [1, 2]}))
+    exchange = dataclasses.replace(base, request=request)
+    store = MemoryStore(10)
+    store.add(exchange)
+    kept = store._items[exchange.id]
+    assert isinstance(kept, Packed) and kept.json is JSON_FROM_BODY
+    assert store.get(exchange.id).request.json_value() == {"a": [1, 2]}

@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from support import EchoServer, RedisServer, fetch
+from support import EchoServer, RedisServer, fetch, wait_for
 
 # Generous bounds that only notice a hang; no test asserts how long anything took.
 CLIENT_TIMEOUT = 30.0
@@ -393,6 +393,29 @@ def test_the_arrival_signal_wakes_a_waiter_and_misses_nothing_in_between() -> No
     arrivals.notify()
     waiter.join(30)
     assert woke == [seen + 2]
+
+
+def test_a_notify_wakes_a_waiter_already_asleep_and_takes_no_lock_without_one() -> None:
+    from echo.observe.arrivals import Arrivals
+
+    arrivals = Arrivals()
+    seen = arrivals.generation
+    woke: list[int] = []
+    waiter = threading.Thread(target=lambda: woke.append(arrivals.wait(seen, 30)))
+    waiter.start()
+    wait_for(lambda: arrivals._waiters == 1)  # asleep in the condition, not yet looking
+    arrivals.notify()
+    waiter.join(5)
+    assert woke == [seen + 1]  # woken by notify, not by the 30 s timeout
+    assert arrivals._waiters == 0
+    # With nobody waiting, notify moves the counter without the condition's lock:
+    # it returns while another thread holds that lock.
+    with arrivals._condition:
+        notifier = threading.Thread(target=arrivals.notify)
+        notifier.start()
+        notifier.join(5)
+        assert not notifier.is_alive()
+    assert arrivals.generation == seen + 2
 
 
 def test_a_wait_looks_at_most_max_scan_exchanges_and_says_so(echo_server: Callable[..., EchoServer]) -> None:

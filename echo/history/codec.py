@@ -27,6 +27,7 @@ import base64
 import binascii
 import json
 import math
+from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -52,6 +53,8 @@ _FIELDS_3 = (
 )
 
 _REQUEST_PAIRS = ("args", "headers", "cookies", "form")
+# Controls of these types are copied whole (the echo's own are one of them).
+_COPIED = (dict, MappingProxyType)
 
 
 class CodecError(ValueError):
@@ -62,12 +65,17 @@ def exchange_to_bytes(exchange: Exchange) -> bytes:
     """One exchange as version 3 where orjson is exact, else as version 1:
     ASCII with non-ASCII text escaped (so any str, even a lone surrogate, encodes)."""
     request, response = exchange.request, exchange.response
-    from_body = request.kept_json is JSON_FROM_BODY
-    kept_json = None if from_body else request.kept_json
-    controls = dict(exchange.controls)
+    kept_json = request.kept_json
+    from_body = kept_json is JSON_FROM_BODY
+    if from_body:
+        kept_json = None
+    controls = exchange.controls
+    # A plain copy: `dict()` of a mapping proxy goes key by key, several times slower.
+    controls = controls.copy() if type(controls) in _COPIED else dict(controls)  # type: ignore[attr-defined]
     rule = None if exchange.rule is None else dict(exchange.rule)
     # orjson writes NaN and infinities as null: such an exchange is written exactly by json.
-    if _finite((request.started, exchange.duration_ms, controls, kept_json, rule)):
+    if (math.isfinite(request.started) and math.isfinite(exchange.duration_ms) and _finite_values(controls)
+            and (kept_json is None or _finite(kept_json)) and (rule is None or _finite_values(rule))):
         body, content, response_body = request.body, request.content, response.body
         try:
             head = orjson.dumps((
@@ -146,20 +154,42 @@ def _exact(exchange: Exchange, kept_json: Any, controls: dict[str, Any], rule: d
         raise CodecError(f"exchange {request.id} cannot be stored: {exc}") from None
 
 
+def _finite_values(mapping: dict[str, Any]) -> bool:
+    """`_finite` for a flat mapping of scalars and empty containers (controls, a rule)
+    without the walk: most exchanges' controls are the four values of "none"."""
+    for value in mapping.values():
+        kind = type(value)
+        if kind is float:
+            if not math.isfinite(value):
+                return False
+        elif kind not in _NEVER_NAN and (value or not isinstance(value, (tuple, list, dict))) and not _finite(value):
+            return False
+    return True
+
+
+# Types `_finite` passes over without a look inside.
+_NEVER_NAN = frozenset((str, int, bool, type(None)))
+
+
 def _finite(value: Any) -> bool:
     """No float in `value` is NaN or infinite (what orjson would write as null).
 
-    A loop, not recursion: it runs for every exchange a shared store writes."""
+    A loop, not recursion, deciding the common types by `type()` first: it
+    runs for every exchange a shared store writes."""
     stack = [value]
+    pop, extend = stack.pop, stack.extend
     while stack:
-        item = stack.pop()
-        if isinstance(item, float):
+        item = pop()
+        kind = type(item)
+        if kind in _NEVER_NAN:
+            continue
+        if kind is float or isinstance(item, float):
             if not math.isfinite(item):
                 return False
         elif isinstance(item, dict):
-            stack.extend(item.values())
+            extend(item.values())
         elif isinstance(item, (list, tuple)):
-            stack.extend(item)
+            extend(item)
     return True
 
 

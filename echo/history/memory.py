@@ -1,12 +1,20 @@
-"""The in-process history store: a bounded, id-ordered map behind one lock,
-of exchanges kept packed (`packed`) and unpacked when read."""
+"""The in-process history store: a bounded, id-ordered map behind one lock.
+
+A history of up to RECORDS_UP_TO exchanges keeps each exchange's records as
+they are; a larger one keeps them packed (`packed`) and unpacks them when
+read. Packing a GET costs more than half of what recording it costs (bench/README.md),
+while a kept GET as records is about 4 KB: 40 MB at the bound, where packing
+would save 30 MB. A request whose body was parsed as JSON is packed either
+way: its parsed value, several times the body's size in Python objects, is
+not kept.
+"""
 
 from __future__ import annotations
 
 import bisect
 import threading
 
-from ..model.records import Exchange
+from ..model.records import Exchange, ParsedJSON
 from .base import Health, Page, Query, Store
 from .packed import Kept, may_hold, pack, unpack
 
@@ -16,6 +24,8 @@ FIRST_BATCH_MIN = 16
 BATCH_MAX = 4096
 # `list` is a page whose scan has no bound of its own.
 UNBOUNDED = 1 << 62
+# The largest --history whose exchanges are kept as records, unpacked.
+RECORDS_UP_TO = 10_000
 
 
 class MemoryStore(Store):
@@ -33,28 +43,40 @@ class MemoryStore(Store):
 
     def __init__(self, limit: int) -> None:
         self._limit = limit
+        # The kept ids are `_ids[_head:]`: evicting the oldest moves `_head` on
+        # instead of shifting the whole list down (800 KB of pointers per
+        # request with --history 100000); the evicted front is cut off in one
+        # go once it is as long as what is kept.
         self._ids: list[str] = []
+        self._head = 0
         self._items: dict[str, Kept] = {}
         self._lock = threading.Lock()
+        self._packs = limit > RECORDS_UP_TO
 
     def add(self, exchange: Exchange) -> None:
         if self._limit <= 0:
             return
-        kept = pack(exchange)
-        exchange_id = exchange.request.id
+        request = exchange.request
+        kept: Kept = pack(exchange) if self._packs or isinstance(request.json, ParsedJSON) else exchange
+        exchange_id = request.id
         with self._lock:
             ids, items = self._ids, self._items
             if exchange_id in items:
                 items[exchange_id] = kept
                 return
-            if not ids or exchange_id > ids[-1]:
+            if len(ids) == self._head or exchange_id > ids[-1]:
                 ids.append(exchange_id)
             else:
-                bisect.insort(ids, exchange_id)
+                bisect.insort(ids, exchange_id, self._head)
             items[exchange_id] = kept
-            if len(ids) > self._limit:  # one in, one out: the limit is never lowered
-                del items[ids[0]]
-                del ids[0]
+            if len(items) > self._limit:  # one in, one out: the limit is never lowered
+                head = self._head
+                del items[ids[head]]
+                head += 1
+                if head >= self._limit:
+                    del ids[:head]
+                    head = 0
+                self._head = head
 
     def get(self, exchange_id: str) -> Exchange | None:
         kept = self._items.get(exchange_id)
@@ -74,9 +96,9 @@ class MemoryStore(Store):
             # which is 100,000 entries with a large --history. Each batch starts
             # before the last id seen, so adds and evictions in between move nothing.
             with self._lock:
-                ids, items = self._ids, self._items
-                end = bisect.bisect_left(ids, before) if before is not None else len(ids)
-                start = max(end - min(batch, max_scan - scanned), 0)
+                ids, items, head = self._ids, self._items, self._head
+                end = bisect.bisect_left(ids, before, head) if before is not None else len(ids)
+                start = max(end - min(batch, max_scan - scanned), head)
                 taken = [(ids[i], items[ids[i]]) for i in range(end - 1, start - 1, -1)]
             # Unpacked outside the lock: the echo adds while a page is read.
             for _, kept in taken:
@@ -88,36 +110,38 @@ class MemoryStore(Store):
                     found.append(exchange)
                     if len(found) >= query.limit:
                         return Page(found, scanned)
-            if start == 0 or not taken:
+            if start == head or not taken:
                 return Page(found, scanned)
             before = taken[-1][0]
             batch = min(batch * 2, BATCH_MAX)
         # The bound is used up: the scan stopped at the last id it examined,
         # and says so only when something older is left unexamined.
         with self._lock:
-            more = before is not None and bisect.bisect_left(self._ids, before) > 0
+            more = before is not None and bisect.bisect_left(self._ids, before, self._head) > self._head
         return Page(found, scanned, before if more else None)
 
     def clear(self, bin: str | None = None) -> None:
         if bin is None:
             with self._lock:
                 self._ids.clear()
+                self._head = 0
                 self._items.clear()
             return
         # Kept exchanges are packed: finding a bin's means unpacking each, which
         # happens outside the lock so that the echo's adds never wait on it.
         with self._lock:
-            kept = [(exchange_id, self._items[exchange_id]) for exchange_id in self._ids]
+            kept = list(self._items.items())
         doomed = {exchange_id for exchange_id, item in kept if unpack(item).request.bin == bin}
         if not doomed:
             return
         with self._lock:
             for exchange_id in doomed:
                 self._items.pop(exchange_id, None)
-            self._ids = [exchange_id for exchange_id in self._ids if exchange_id not in doomed]
+            self._ids = [exchange_id for exchange_id in self._ids[self._head:] if exchange_id not in doomed]
+            self._head = 0
 
     def count(self) -> int:
-        return len(self._ids)
+        return len(self._items)
 
     def health(self) -> Health:
         return Health(ok=True, backend=self.backend, detail=f"{self.count()} of {self._limit} exchanges kept")
