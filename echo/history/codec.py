@@ -154,6 +154,10 @@ def _exact(exchange: Exchange, kept_json: Any, controls: dict[str, Any], rule: d
         raise CodecError(f"exchange {request.id} cannot be stored: {exc}") from None
 
 
+# Types `_finite` passes over without a look inside.
+_NEVER_NAN = frozenset((str, int, bool, type(None)))
+
+
 def _finite_values(mapping: dict[str, Any]) -> bool:
     """`_finite` for a flat mapping of scalars and empty containers (controls, a rule)
     without the walk: most exchanges' controls are the four values of "none"."""
@@ -162,13 +166,9 @@ def _finite_values(mapping: dict[str, Any]) -> bool:
         if kind is float:
             if not math.isfinite(value):
                 return False
-        elif kind not in _NEVER_NAN and (value or not isinstance(value, (tuple, list, dict))) and not _finite(value):
+        elif value and kind not in _NEVER_NAN and not _finite(value):  # an empty container holds no float
             return False
     return True
-
-
-# Types `_finite` passes over without a look inside.
-_NEVER_NAN = frozenset((str, int, bool, type(None)))
 
 
 def _finite(value: Any) -> bool:

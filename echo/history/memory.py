@@ -127,7 +127,7 @@ class MemoryStore(Store):
                 self._head = 0
                 self._items.clear()
             return
-        # Kept exchanges are packed: finding a bin's means unpacking each, which
+        # Kept exchanges may be packed: finding a bin's means unpacking each, which
         # happens outside the lock so that the echo's adds never wait on it.
         with self._lock:
             kept = list(self._items.items())
