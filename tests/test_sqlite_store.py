@@ -192,6 +192,14 @@ def test_terms_sql_cannot_decide_are_left_to_python() -> None:
     assert _where(Query(filter=parse("header:X-A=1 body:x json:a.b=1")), None).text() == "1"
 
 
+def test_none_and_bytes_are_bound_through_an_adapter_that_gives_them_back() -> None:
+    # Without one, sqlite3 tries the __conform__ protocol on every None and
+    # bytes a row binds, and formats an error message for each to throw away.
+    for value in (None, b"\x00 a record"):
+        adapter = sqlite3.adapters[(type(value), sqlite3.PrepareProtocol)]
+        assert adapter(value) is value
+
+
 # ---- files that last ---------------------------------------------------------
 
 

@@ -93,6 +93,7 @@ class Switch(Store):
         self.stall_after: int | None = None  # hang once this many batches are written
         self.gate = threading.Event()  # add_many waits here while it is clear, as on a stalled store
         self.gate.set()
+        self.entered = threading.Event()  # set when a write has begun
         self.batches: list[list[str]] = []  # every batch written in full, in order
         self.attempts = 0
 
@@ -100,6 +101,7 @@ class Switch(Store):
         self.add_many([exchange])
 
     def add_many(self, exchanges: Sequence[Exchange]) -> None:
+        self.entered.set()
         assert self.gate.wait(SETTLE_SECONDS)
         self.attempts += 1
         if self.fail_writes:
@@ -257,6 +259,23 @@ def test_batches_are_written_in_arrival_order(queues: Callable[..., tuple[Buffer
     assert all(len(batch) <= buffered.BATCH for batch in switch.batches)
     assert len(switch.batches) >= 3  # 250 in batches, not one call each
     assert len(switch.batches) < len(arrival)
+
+
+def test_adds_do_not_wake_the_writer_while_it_writes(queues: Callable[..., tuple[BufferedStore, Switch]],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    queue, switch = queues()
+    switch.gate.clear()
+    queue.add(exchange(1))
+    assert switch.entered.wait(SETTLE_SECONDS)  # the writer is in its write, which hangs
+    wakes: list[int] = []
+    notify = queue._work.notify
+    monkeypatch.setattr(queue._work, "notify", lambda n=1: (wakes.append(n), notify(n)))
+    for n in range(2, buffered.BATCH + 52):  # past a full batch while the write still hangs
+        queue.add(exchange(n))
+    assert wakes == []  # nobody was waiting: each wake-up would have cost a switch of threads
+    switch.gate.set()
+    assert queue.flush(SETTLE_SECONDS) == 0
+    assert switch.written() == [ident(n) for n in range(1, buffered.BATCH + 52)]
 
 
 # ---- outages --------------------------------------------------------------------------

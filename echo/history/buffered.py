@@ -103,6 +103,7 @@ class BufferedStore(Store):
         # before a clear is never written after it.
         self._writing = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._idle = True  # the writer waits for work (or has not started): `add` may wake it
         self._in_flight_end = 0  # entries with a smaller seq are being written now
         self._lost_in_flight = 0  # of those, pushed out by the bounds: lost if the attempt fails
         self._closing = False
@@ -140,8 +141,9 @@ class BufferedStore(Store):
                 self._thread = threading.Thread(target=self._run, name="echo-store-writer", daemon=True)
                 self._thread.start()
             # The writer waits for the first exchange, then for a full batch:
-            # waking it for every one in between would cost a switch each.
-            if len(self._queue) == 1 or len(self._queue) >= BATCH or self._bytes >= BATCH_BYTES:
+            # waking it for every one in between would cost a switch each, and
+            # while it writes (the batch stays queued until written) nobody waits.
+            if self._idle and (len(self._queue) == 1 or len(self._queue) >= BATCH or self._bytes >= BATCH_BYTES):
                 self._work.notify()
         if full and warn:
             log.error("history store buffer full (%s %d, %s %d): dropping the oldest exchanges not yet written",
@@ -178,6 +180,7 @@ class BufferedStore(Store):
         delay = RETRY_FIRST_SECONDS
         while True:
             with self._lock:
+                self._idle = True
                 while not self._queue and not self._closing:
                     self._work.wait()
                 if not self._queue or (self._closing and time.monotonic() >= self._stop_by):
@@ -186,6 +189,7 @@ class BufferedStore(Store):
                 # many exchanges instead of one each, for at most LINGER_SECONDS
                 # before other replicas see them.
                 self._work.wait_for(self._batch_ready, LINGER_SECONDS)
+                self._idle = False
             with self._writing:
                 with self._lock:
                     batch = self._take()
