@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from echo.capture.request import CaptureLimits, _pairs, _split_query, capture
 from echo.history import Query
-from echo.history.memory import RECORDS_UP_TO, MemoryStore
+from echo.history.memory import MemoryStore
 from echo.history.packed import Packed, pack, unpack
 from echo.model.records import JSON_FROM_BODY, Exchange, IdSource, ParsedJSON, RequestRecord, ResponseRecord
 
@@ -44,7 +44,7 @@ def small_get(ids: IdSource, controls: Any = NO_CONTROLS) -> Exchange:
 def test_a_kept_small_get_takes_its_size_not_orjsons_buffer() -> None:
     ids = IdSource()
     exchanges = [small_get(ids) for _ in range(1000)]
-    store = MemoryStore(RECORDS_UP_TO + 1)  # a history that packs
+    store = MemoryStore(1000)
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
@@ -157,12 +157,10 @@ MEMORY_OPS = st.lists(
 )
 
 
-@given(limit=st.integers(1, 6), packs=st.booleans(), ops=MEMORY_OPS)
-def test_adds_evictions_and_clears_keep_exactly_the_newest_limit(
-        limit: int, packs: bool, ops: list[tuple[str, int, Any]]) -> None:
+@given(limit=st.integers(1, 6), ops=MEMORY_OPS)
+def test_adds_evictions_and_clears_keep_exactly_the_newest_limit(limit: int, ops: list[tuple[str, int, Any]]) -> None:
     base = small_get(IdSource())
     store = MemoryStore(limit)
-    store._packs = packs  # as a history over RECORDS_UP_TO does
     model: dict[str, Any] = {}  # id -> bin
     for op, n, bin_name in ops:
         if op == "add":
@@ -199,15 +197,15 @@ def test_evicting_the_oldest_does_not_shift_the_kept_ids_each_time() -> None:
     assert len(store._ids) <= 2000 and store.count() == 1000
 
 
-@pytest.mark.parametrize(("limit", "packed"), [(RECORDS_UP_TO, False), (RECORDS_UP_TO + 1, True)])
-def test_a_history_up_to_the_bound_keeps_records_and_a_larger_one_packs(limit: int, packed: bool) -> None:
-    exchange = small_get(IdSource())
+@pytest.mark.parametrize("limit", [1, 1000, 100_000])
+def test_every_kept_exchange_is_packed_and_each_reader_gets_records_of_its_own(limit: int) -> None:
+    exchange = small_get(IdSource(), controls={"status": 201})
     store = MemoryStore(limit)
     store.add(exchange)
-    kept = store._items[exchange.id]
-    assert (kept is exchange) is not packed
-    assert isinstance(kept, bytes) is packed
-    assert store.get(exchange.id) == exchange
+    assert isinstance(store._items[exchange.id], Packed)  # not the records themselves
+    first, second = store.get(exchange.id), store.get(exchange.id)
+    assert first == second == exchange
+    assert first is not exchange and first.request is not second.request
 
 
 def test_a_parsed_json_body_is_packed_at_any_limit_and_its_parsed_value_not_kept() -> None:

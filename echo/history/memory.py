@@ -1,12 +1,13 @@
 """The in-process history store: a bounded, id-ordered map behind one lock.
 
-A history of up to RECORDS_UP_TO exchanges keeps each exchange's records as
-they are; a larger one keeps them packed (`packed`) and unpacks them when
-read. Packing a GET costs more than half of what recording it costs (bench/README.md),
-while a kept GET as records is about 4 KB: 40 MB at the bound, where packing
-would save 30 MB. A request whose body was parsed as JSON is packed either
-way: its parsed value, several times the body's size in Python objects, is
-not kept.
+Every kept exchange is packed (`packed`): its text and numbers as one bytes
+object, its bodies beside it, unpacked when read. Kept as records, a GET is
+about 20 objects that each request must allocate in memory the cache no
+longer holds and that evicting it walks again; measured against the server
+without history, records cost a GET several microseconds more than packing
+it does (bench/README.md). A packed history also keeps no parsed JSON body
+(several times the body's size in Python objects) and hands every reader
+records of its own.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import bisect
 import threading
 
-from ..model.records import Exchange, ParsedJSON
+from ..model.records import Exchange
 from .base import Health, Page, Query, Store
 from .packed import Kept, may_hold, pack, unpack
 
@@ -24,8 +25,6 @@ FIRST_BATCH_MIN = 16
 BATCH_MAX = 4096
 # `list` is a page whose scan has no bound of its own.
 UNBOUNDED = 1 << 62
-# The largest --history whose exchanges are kept as records, unpacked.
-RECORDS_UP_TO = 10_000
 
 
 class MemoryStore(Store):
@@ -51,14 +50,12 @@ class MemoryStore(Store):
         self._head = 0
         self._items: dict[str, Kept] = {}
         self._lock = threading.Lock()
-        self._packs = limit > RECORDS_UP_TO
 
     def add(self, exchange: Exchange) -> None:
         if self._limit <= 0:
             return
-        request = exchange.request
-        kept: Kept = pack(exchange) if self._packs or isinstance(request.json, ParsedJSON) else exchange
-        exchange_id = request.id
+        kept = pack(exchange)
+        exchange_id = exchange.request.id
         with self._lock:
             ids, items = self._ids, self._items
             if exchange_id in items:
