@@ -58,9 +58,8 @@ def inner(mode: str, history: int, warmup: int, requests: int, store: str) -> No
     from echo.web.services import EXTENSION
 
     config: dict[str, Any] = {"log": "off", "history": history, "httpbin": mode == "httpbin"}
-    scratch = tempfile.mkdtemp()
     if store == "sqlite":
-        config["store"] = f"sqlite:///{scratch}/echo.db"
+        config["store"] = f"sqlite:///{tempfile.mkdtemp()}/echo.db"
     elif store:
         import redis
 
