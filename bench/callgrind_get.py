@@ -4,6 +4,7 @@
     .venv/bin/python bench/callgrind_get.py --mode echo     # GET /anything?a=1&b=2
     .venv/bin/python bench/callgrind_get.py --history 0     # without recording
     .venv/bin/python bench/callgrind_get.py --cache         # also last-level cache misses (2 MiB LL)
+    .venv/bin/python bench/callgrind_get.py --mode echo --post   # POST /anything with bench/run.py's 1 KiB JSON
     .venv/bin/python bench/callgrind_get.py --mode echo --store sqlite   # history in an SQLite file
     .venv/bin/python bench/callgrind_get.py --mode echo --store redis://127.0.0.1:6379/0
 
@@ -36,12 +37,15 @@ import sys
 import tempfile
 from typing import Any
 
+from run import SMALL_BODY, json_body  # the benchmark's own body, from bench/run.py beside this file
+
 PATHS = {"httpbin": "/get", "echo": "/anything"}
 
 
-def environ(path: str, query: str) -> dict[str, Any]:
-    """What waitress 3 hands the app for wrk's `GET path?query` (Host header only)."""
-    return {
+def environ(path: str, query: str, body: bytes | None = None) -> dict[str, Any]:
+    """What waitress 3 hands the app for wrk's `GET path?query` (Host header only),
+    or with a `body`, for bench/run.py's 1 KiB JSON POST."""
+    env = {
         "REQUEST_METHOD": "GET", "SERVER_PORT": "8080", "SERVER_NAME": "127.0.0.1", "SERVER_SOFTWARE": "waitress",
         "SERVER_PROTOCOL": "HTTP/1.1", "SCRIPT_NAME": "", "PATH_INFO": path, "REQUEST_URI": f"{path}?{query}",
         "QUERY_STRING": query, "GATEWAY_INTERFACE": "CGI/1.1", "REMOTE_ADDR": "127.0.0.1",
@@ -50,9 +54,13 @@ def environ(path: str, query: str) -> dict[str, Any]:
         "wsgi.multiprocess": False, "wsgi.run_once": False, "wsgi.input": io.BytesIO(b""),
         "wsgi.input_terminated": True,
     }
+    if body is not None:
+        env.update({"REQUEST_METHOD": "POST", "CONTENT_TYPE": "application/json",
+                    "CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body)})
+    return env
 
 
-def inner(mode: str, history: int, warmup: int, requests: int, store: str) -> None:
+def inner(mode: str, history: int, warmup: int, requests: int, store: str, post: bool) -> None:
     from echo.app import create_app
     from echo.history import buffered
     from echo.web.services import EXTENSION
@@ -71,6 +79,8 @@ def inner(mode: str, history: int, warmup: int, requests: int, store: str) -> No
     app = flask_app.wsgi_app
     gc.freeze()  # as echo/cli.py does before it serves
     path = PATHS[mode]
+    body = json_body(SMALL_BODY) if post else None
+    query = "" if post else "a=1&b=2"
 
     def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
         if not status.startswith("200"):
@@ -78,9 +88,9 @@ def inner(mode: str, history: int, warmup: int, requests: int, store: str) -> No
         return None
 
     def call() -> None:
-        body = app(environ(path, "a=1&b=2"), start_response)
-        b"".join(body)
-        close = getattr(body, "close", None)
+        answer = app(environ(path, query, body), start_response)
+        b"".join(answer)
+        close = getattr(answer, "close", None)
         if close is not None:
             close()
 
@@ -124,22 +134,25 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=1500)
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--store", default="", help="sqlite (a fresh file) or a redis:// URL; default: memory")
+    parser.add_argument("--post", action="store_true", help="POST bench/run.py's 1 KiB JSON body instead of a GET")
     parser.add_argument("--cache", action="store_true", help="simulate the caches and count last-level misses too")
     parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.inner:
-        inner(args.mode, args.history, args.warmup, args.requests, args.store)
+        inner(args.mode, args.history, args.warmup, args.requests, args.store, args.post)
         # No interpreter teardown: freeing the history walks it once more, by a
         # different amount in the two runs, which would count into the difference.
         sys.stdout.flush()
         os._exit(0)
-    argv = ["--mode", args.mode, "--history", str(args.history), "--warmup", str(args.warmup), "--store", args.store]
+    argv = ["--mode", args.mode, "--history", str(args.history), "--warmup", str(args.warmup), "--store", args.store,
+            *(["--post"] if args.post else [])]
     base = count(argv, 0, args.cache)
     total = count(argv, args.requests, args.cache)
     per = [(t - b) / args.requests for t, b in zip(total, base, strict=True)]
     misses = f", {per[1]:.1f} last-level misses" if args.cache else ""
     where = f" in {args.store.split('://')[0]}" if args.store else ""
-    print(f"{args.mode} history {args.history}{where}: {per[0] / 1000:.1f}k instructions{misses} per request "
+    what = f"{args.mode} {'POST' if args.post else 'GET'}"
+    print(f"{what} history {args.history}{where}: {per[0] / 1000:.1f}k instructions{misses} per request "
           f"({args.requests} requests after {args.warmup} of warm-up)")
     return 0
 

@@ -15,9 +15,10 @@ capture, controls and history on, and with `--log off`: no target writes an
 access log. httpbin (the current release on PyPI) lives in its own venv,
 bench/.venv-httpbin, with the same Flask, Werkzeug and waitress as Echo.
 
-History is priced apart: after each workload's runs, Echo with and without
-history take turns in 20 short rounds, and the cost is the median of the
-rounds' ratios.
+History and the stores are priced apart: after each workload's runs, Echo,
+`--history 0` and the store targets (and `echo-twin`, a second Echo alike, for
+the method's own noise) take turns in 20 short rounds; the history cost and a
+store's ratio to in-memory history are the medians of the rounds' ratios.
 
 It prints median req/s, p50/p99 latency and the server's CPU time per request
 for each target and workload, the ratios the targets are set on, and Echo's RSS
@@ -93,8 +94,17 @@ RULES_LOADED = 100
 RSS_SMALL_MIB = 64
 RSS_LARGE_MIB = 140
 
-ALL_TARGETS = ("echo", "echo-nohistory", "echo-log", "echo-sqlite", "echo-redis", "echo-rules", "echo-httpbin",
-               "httpbin", "flask-hello")
+ALL_TARGETS = ("echo", "echo-nohistory", "echo-log", "echo-sqlite", "echo-redis", "echo-twin", "echo-rules",
+               "echo-httpbin", "httpbin", "flask-hello")
+# The targets priced against Echo in alternating rounds after each workload's
+# runs, when Echo and at least one of them run: a store's ratio is then read
+# from rounds seconds apart, as the history cost is, and not from three 10 s
+# runs a minute apart. `echo-twin` is a second Echo exactly like `echo`: its
+# ratio is the method's own noise on this machine, against which the others'
+# distance from 1 can be read.
+ROUND_TARGETS = ("echo", "echo-nohistory", "echo-sqlite", "echo-redis", "echo-twin")
+# workload -> round target -> its ratios to Echo (req/s and CPU per request), per round
+Rounds = dict[str, dict[str, list[dict[str, float]]]]
 DEFAULT_TARGETS = ("echo", "echo-nohistory", "echo-httpbin", "httpbin", "flask-hello")
 ALL_WORKLOADS = ("get", "post-json", "multipart", "httpbin-get")
 
@@ -459,25 +469,34 @@ def run_order(targets: list[Target], run: int) -> list[Target]:
     return order
 
 
+def alternate(servers: dict[str, Server], base: str, workload: Workload, plan: dict[str, int], wrk_bin: str,
+              prefix: list[str], body_file: Path | None) -> list[dict[str, dict[str, float]]]:
+    """Per round, one short burst to each server, the first of them turning each
+    round: every other server's req/s and CPU per request over `base`'s in that round."""
+    names = list(servers)
+    rounds = []
+    for i in range(plan["rounds"]):
+        turn = i % len(names)
+        got = {name: wrk(wrk_bin, prefix, servers[name], workload, plan["round_duration"], body_file)
+               for name in names[turn:] + names[:turn]}
+        rounds.append({name: {"rps": sample.rps / got[base].rps, "cpu_us": sample.cpu_us / got[base].cpu_us}
+                       for name, sample in got.items() if name != base})
+    return rounds
+
+
 def price_history(on: Server, off: Server, workload: Workload, plan: dict[str, int], wrk_bin: str,
                   prefix: list[str], body_file: Path | None) -> list[dict[str, float]]:
     """Echo's req/s and CPU per request with history over without, per round of
     one short burst to each, the first of the two taking turns."""
-    rounds = []
-    for i in range(plan["rounds"]):
-        first, second = (off, on) if i % 2 == 0 else (on, off)
-        a = wrk(wrk_bin, prefix, first, workload, plan["round_duration"], body_file)
-        b = wrk(wrk_bin, prefix, second, workload, plan["round_duration"], body_file)
-        with_history, without = (a, b) if first is on else (b, a)
-        rounds.append({"rps": with_history.rps / without.rps, "cpu_us": with_history.cpu_us / without.cpu_us})
-    return rounds
+    return [r["on"] for r in alternate({"off": off, "on": on}, "off", workload, plan, wrk_bin, prefix, body_file)]
 
 
 def run_load(targets: list[Target], loads: list[Workload], plan: dict[str, int], wrk_bin: str,
              pins: tuple[list[str], list[str]], scratch: Path
-             ) -> tuple[list[Result], dict[str, int], dict[str, list[dict[str, float]]]]:
+             ) -> tuple[list[Result], dict[str, int], dict[str, list[dict[str, float]]], Rounds]:
     """Every target up at once (idle ones cost nothing), runs interleaved, then the
-    history rounds; results, queue-log counts and each workload's history rounds."""
+    rounds; results, queue-log counts, each workload's history rounds and the
+    other round targets' ratios to Echo per workload."""
     body_files = {}
     for workload in loads:
         if workload.body:
@@ -486,6 +505,7 @@ def run_load(targets: list[Target], loads: list[Workload], plan: dict[str, int],
     servers = {t.name: Server(t.command, pins[0], scratch / f"{t.name}.log") for t in targets}
     results = []
     history_rounds: dict[str, list[dict[str, float]]] = {}
+    store_rounds: Rounds = {}
     try:
         for target in targets:
             servers[target.name].start(next(w for w in loads if runs_on(target, w)))
@@ -517,19 +537,26 @@ def run_load(targets: list[Target], loads: list[Workload], plan: dict[str, int],
                     cpu_us=statistics.median(s.cpu_us for s in got),
                     samples=got,
                 ))
-            names = {t.name for t in targets}
-            if "echo" in names and "echo-nohistory" in names and plan["rounds"]:
-                rounds = price_history(servers["echo"], servers["echo-nohistory"], workload, plan, wrk_bin,
-                                       pins[1], body_file)
-                history_rounds[workload.name] = rounds
-                ratios = sorted(r["rps"] for r in rounds)
-                print(f"  {workload.label:<24} history rounds: {len(rounds)} x {plan['round_duration']} s, "
-                      f"req/s with/without from {ratios[0]:.2f} to {ratios[-1]:.2f}", flush=True)
+            group = [t.name for t in targets if t.name in ROUND_TARGETS]
+            if "echo" in group and len(group) > 1 and plan["rounds"]:
+                rounds = alternate({name: servers[name] for name in group}, "echo", workload, plan, wrk_bin,
+                                   pins[1], body_file)
+                for name in group:
+                    if name == "echo":
+                        continue
+                    of_name = [r[name] for r in rounds]
+                    if name == "echo-nohistory":  # kept as with over without, as the cost is read
+                        history_rounds[workload.name] = [{what: 1 / r[what] for what in r} for r in of_name]
+                    else:
+                        store_rounds.setdefault(workload.name, {})[name] = of_name
+                    ratios = sorted(r["rps"] for r in of_name)
+                    print(f"  {workload.label:<24} rounds: {len(rounds)} x {plan['round_duration']} s, "
+                          f"{name}/echo req/s from {ratios[0]:.2f} to {ratios[-1]:.2f}", flush=True)
     finally:
         for server in servers.values():
             server.stop()
     return (results, {t.label: servers[t.name].output().count("Task queue depth") for t in all_targets},
-            history_rounds)
+            history_rounds, store_rounds)
 
 
 def measure_memory(python: str, scratch: Path) -> dict[str, float]:
@@ -572,7 +599,8 @@ def _x(value: float | None) -> str:
 
 
 def report(results: list[Result], rss: dict[str, float] | None, labels: dict[str, str],
-           loads: list[Workload], history_rounds: dict[str, list[dict[str, float]]]) -> tuple[str, list[Check]]:
+           loads: list[Workload], history_rounds: dict[str, list[dict[str, float]]],
+           store_rounds: Rounds | None = None) -> tuple[str, list[Check]]:
     by = {(r.target, r.workload): r for r in results}
 
     def get(target: str, load: str, what: str) -> float | None:
@@ -626,7 +654,25 @@ def report(results: list[Result], rss: dict[str, float] | None, labels: dict[str
             f"  history cost {'n/a' if cost is None else f'{cost:+.1%}'}"
             f" ({'n/a' if cpu_cost is None else f'{cpu_cost:+.1%}'}){history_spread(w)}"
         )
+    rounds_of = store_rounds or {}
+    for workload in loads:
+        for name, got in rounds_of.get(workload.name, {}).items():
+            ratios = [r["rps"] for r in got]
+            low, _, high = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else (ratios[0],) * 3
+            cpu = statistics.median(r["cpu_us"] for r in got)
+            lines.append(f"  {workload.label:<24} {labels.get(name, name)}/echo in {len(got)} rounds "
+                         f"{statistics.median(ratios):.2f}x [middle half {low:.2f}x .. {high:.2f}x]"
+                         f" ({1 / cpu:.2f}x by CPU per request)"
+                         + ("  (two alike: the method's noise)" if name == "echo-twin" else ""))
     lines.append("")
+
+    def against_memory(target: str, load: str) -> float | None:
+        """A store's req/s over memory history's: the median of the rounds' ratios
+        when it ran in rounds, else the ratio of the runs' medians."""
+        got = rounds_of.get(load, {}).get(target)
+        if got:
+            return statistics.median(r["rps"] for r in got)
+        return ratio(get(target, load, "rps"), get("echo", load, "rps"))
 
     checks: list[Check] = []
 
@@ -644,12 +690,10 @@ def report(results: list[Result], rss: dict[str, float] | None, labels: dict[str
           ratio(get("echo-httpbin", "httpbin-get", "rps"), get("httpbin", "httpbin-get", "rps")),
           lambda v: v >= HTTPBIN_GET_VS_HTTPBIN, "{:.2f}x")
     for load, label in (("get", "GET"), ("post-json", "1 KiB JSON POST")):
-        check(f"{label}: SQLite history/memory >= {SQLITE_VS_MEMORY}x",
-              ratio(get("echo-sqlite", load, "rps"), get("echo", load, "rps")), lambda v: v >= SQLITE_VS_MEMORY,
-              "{:.2f}x")
-        check(f"{label}: Redis history/memory >= {REDIS_VS_MEMORY}x",
-              ratio(get("echo-redis", load, "rps"), get("echo", load, "rps")), lambda v: v >= REDIS_VS_MEMORY,
-              "{:.2f}x")
+        check(f"{label}: SQLite history/memory >= {SQLITE_VS_MEMORY}x", against_memory("echo-sqlite", load),
+              lambda v: v >= SQLITE_VS_MEMORY, "{:.2f}x")
+        check(f"{label}: Redis history/memory >= {REDIS_VS_MEMORY}x", against_memory("echo-redis", load),
+              lambda v: v >= REDIS_VS_MEMORY, "{:.2f}x")
     check(f"GET: {RULES_LOADED} rules/none >= {RULES_VS_NONE}x", ratio(get("echo-rules", "get", "rps"),
           get("echo", "get", "rps")), lambda v: v >= RULES_VS_NONE, "{:.2f}x")
     for workload in loads:
@@ -694,6 +738,8 @@ def build_targets(wanted: list[str], python: str, quick: bool, notes: list[str])
             database = Path(tempfile.mkdtemp(prefix="echo-bench-")) / "history.db"
             targets.append(Target(name, "echo --store sqlite", echo_command(python, "--store", f"sqlite:///{database}"),
                                   _echo_check))
+        elif name == "echo-twin":
+            targets.append(Target(name, "echo (twin)", echo_command(python), _echo_check))
         elif name == "echo-redis":
             # History in a redis-server of its own (no persistence), on this machine's cores too.
             url = start_redis(notes)
@@ -765,14 +811,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--targets", default=",".join(DEFAULT_TARGETS),
                         help=f"comma-separated, from {', '.join(ALL_TARGETS)} (echo-log: Echo with --log text; "
                         "echo-sqlite: history in an SQLite file; echo-redis: history in a redis-server the run "
-                        f"starts; echo-rules: {RULES_LOADED} rules that never match)")
+                        f"starts; echo-twin: a second Echo alike, whose ratio to Echo in the rounds is the "
+                        f"method's noise; echo-rules: {RULES_LOADED} rules that never match)")
     parser.add_argument("--workloads", default=",".join(ALL_WORKLOADS),
                         help=f"comma-separated: {', '.join(ALL_WORKLOADS)} (GET /get, Echo with --httpbin vs httpbin)")
     parser.add_argument("--duration", type=int, help="seconds per run (default 10, --quick 2)")
     parser.add_argument("--runs", type=int, help="runs per target and workload; medians are shown (default 3, --quick 1)")
     parser.add_argument("--rounds", type=int,
-                        help="history rounds per workload: a short burst to Echo with and without history, in turns "
-                             "(default 20 of 2 s, --quick 2 of 1 s; 0 prices history from the runs' pairs)")
+                        help="rounds per workload: a short burst to Echo and to each of --history 0, the stores and "
+                             "the twin that run, in turns (default 20 of 2 s, --quick 2 of 1 s; 0 prices history "
+                             "from the runs' pairs and the stores from the runs' medians)")
     parser.add_argument("--no-memory", action="store_true", help="skip the RSS measurement")
     parser.add_argument("--history-memory", action="store_true",
                         help="also measure, by bench/memory.py, RSS after 100,000 small GETs kept (--history 100000) "
@@ -815,7 +863,8 @@ def main(argv: list[str] | None = None) -> int:
         notes = [
             f"{pinned}; wrk -t1 -c{CONNECTIONS}; waitress threads={THREADS}; warm-up {plan['warmup']} s, then "
             f"{plan['runs']} x {plan['duration']} s per target and workload, interleaved; medians; "
-            + (f"then {plan['rounds']} history rounds of {plan['round_duration']} s to Echo with and without history"
+            + (f"then {plan['rounds']} rounds of {plan['round_duration']} s, Echo and those of "
+               f"{', '.join(ROUND_TARGETS[1:])} that run taking turns"
                if plan["rounds"] else "history priced from the runs' back-to-back pairs"),
             "Echo with full capture, controls and history on; no target writes an access log (Echo --log off); "
             "the waitress.queue logger at ERROR for every target",
@@ -830,8 +879,8 @@ def main(argv: list[str] | None = None) -> int:
             notes.append(f"load average {load:.2f} at the start: something else is busy, so req/s and latency "
                          "suffer unevenly; CPU time per request is the steadier figure")
         print("\n".join(notes), flush=True)
-        results, queue_lines, history_rounds = run_load(targets, loads, plan, wrk_bin, (server_pin, client_pin),
-                                                        scratch)
+        results, queue_lines, history_rounds, store_rounds = run_load(
+            targets, loads, plan, wrk_bin, (server_pin, client_pin), scratch)
         rss = None if args.no_memory else measure_memory(python, scratch)
         kept: dict[str, Any] | None = None
         if args.history_memory:
@@ -843,7 +892,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     labels = {t.name: t.label for t in targets}
-    table, checks = report(results, rss, labels, loads, history_rounds)
+    table, checks = report(results, rss, labels, loads, history_rounds, store_rounds)
     print()
     print("\n".join(notes))
     print("'Task queue depth' lines logged: " + ", ".join(f"{k} {v}" for k, v in queue_lines.items()))
@@ -857,7 +906,8 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "plan": plan, "notes": notes, "targets": labels, "rss_mib": rss, "queue_log_lines": queue_lines,
-        "results": [asdict(r) for r in results], "history_rounds": history_rounds, "history_memory": kept,
+        "results": [asdict(r) for r in results], "history_rounds": history_rounds,
+        "store_rounds": store_rounds, "history_memory": kept,
         "checks": [{"target": text, "value": shown, "met": ok} for text, shown, ok in checks],
     }, indent=2) + "\n")
     shutil.rmtree(scratch, ignore_errors=True)

@@ -341,6 +341,21 @@ def test_clear_of_one_bin_keeps_the_others(stores: Callable[..., SqliteStore]) -
     assert ids_of(store.list(Query())) == [ident(3), ident(2)]
 
 
+def test_a_trim_leaves_deleted_rows_to_be_overwritten_and_a_clear_zeroes_them(
+        stores: Callable[..., SqliteStore], tmp_path: Path) -> None:
+    store = stores(limit=1)
+    marker = b"forget-me-7f3a9c"
+    store.add(exchange(1, body=marker + b" one", body_size=len(marker) + 4))
+    store.add(exchange(2))  # trims exchange 1 without zeroing its row (PRAGMA secure_delete = OFF)
+    store.add(exchange(3, body=marker + b" three", body_size=len(marker) + 6))
+    assert ids_of(store.list(Query())) == [ident(3)]
+    store.clear()
+    with closing(sqlite3.connect(tmp_path / "echo.db")) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # every page the WAL held, into the file
+    assert marker not in (tmp_path / "echo.db").read_bytes()
+    assert store._conn().execute("PRAGMA secure_delete").fetchone()[0] == 0  # back to OFF after the clear
+
+
 def test_health_is_not_ok_when_the_file_is_gone(stores: Callable[..., SqliteStore], tmp_path: Path) -> None:
     store = stores()
     assert store.health().ok

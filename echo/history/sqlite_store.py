@@ -360,6 +360,11 @@ class SqliteStore(Store):
             conn = sqlite3.connect(self._path, timeout=self._timeout, isolation_level=None, check_same_thread=False)
             conn.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
             conn.execute("PRAGMA synchronous = NORMAL")
+            # Some builds (Debian's) zero every deleted row by default: a batch's
+            # trim of the oldest exchanges, whose space the next batch writes
+            # again, was a twelfth of writing a row (79k -> 72k instructions per
+            # GET). A clear still overwrites what it forgets (`clear`).
+            conn.execute("PRAGMA secure_delete = OFF")
         except sqlite3.Error as exc:
             if type(exc) is sqlite3.DatabaseError:  # SQLITE_NOTADB: not an SQLite file at all
                 raise StoreError(f"sqlite {self._path} is not an SQLite database ({exc})") from exc
@@ -645,13 +650,20 @@ class SqliteStore(Store):
         """Forget every exchange, or only those of one bin."""
         mark = clear_mark()
         with self._transaction("clear") as conn:
-            if bin is None:
-                conn.execute("DELETE FROM exchanges")
-                conn.execute("DELETE FROM clears")
-            else:
-                conn.execute("DELETE FROM exchanges WHERE bin = ?", (bin,))
-                conn.execute("DELETE FROM clears WHERE mark < ?", (mark - CLEAR_MARK_SECONDS * 1_000_000,))
-            conn.execute("INSERT OR REPLACE INTO clears (bin, mark) VALUES (?, ?)", ("" if bin is None else bin, mark))
+            # Asked to forget, the file overwrites the cleared exchanges with zeros
+            # rather than leaving them in its free space until they are reused.
+            conn.execute("PRAGMA secure_delete = ON")
+            try:
+                if bin is None:
+                    conn.execute("DELETE FROM exchanges")
+                    conn.execute("DELETE FROM clears")
+                else:
+                    conn.execute("DELETE FROM exchanges WHERE bin = ?", (bin,))
+                    conn.execute("DELETE FROM clears WHERE mark < ?", (mark - CLEAR_MARK_SECONDS * 1_000_000,))
+                conn.execute("INSERT OR REPLACE INTO clears (bin, mark) VALUES (?, ?)",
+                             ("" if bin is None else bin, mark))
+            finally:
+                conn.execute("PRAGMA secure_delete = OFF")
 
     def count(self) -> int:
         sql, params = "SELECT count(*) FROM exchanges", []
