@@ -363,7 +363,7 @@ class SqliteStore(Store):
             # Some builds (Debian's) zero every deleted row by default: a batch's
             # trim of the oldest exchanges, whose space the next batch writes
             # again, was a twelfth of writing a row (79k -> 72k instructions per
-            # GET). A clear still overwrites what it forgets (`clear`).
+            # row of a GET). A clear still overwrites what it forgets (`clear`).
             conn.execute("PRAGMA secure_delete = OFF")
         except sqlite3.Error as exc:
             if type(exc) is sqlite3.DatabaseError:  # SQLITE_NOTADB: not an SQLite file at all
