@@ -250,6 +250,28 @@ def test_a_clean_stop_writes_everything_queued(queued: Callable[..., Store], tmp
     assert rows_in_file(tmp_path / "echo.db") == 300
 
 
+def test_the_queue_holds_the_row_to_write_not_the_records_and_reads_them_back(
+    queued: Callable[..., Store], tmp_path: Path
+) -> None:
+    store = queued(timeout=0.2)
+    blocker = sqlite3.connect(tmp_path / "echo.db", isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # the batch cannot be written: it stays queued
+    try:
+        kept = full_exchange()
+        references = sys.getrefcount(kept)
+        store.add(kept)
+        # Records waiting in the queue would be walked by every garbage collection meanwhile.
+        assert sys.getrefcount(kept) == references
+        assert store.get(kept.id) == kept
+        assert store.list(Query()) == [kept]
+        assert store.write_stats().buffered == 1
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert store.flush(PATIENCE) == 0
+    assert rows_in_file(tmp_path / "echo.db") == 1
+
+
 def test_add_does_not_wait_for_a_locked_file_and_reads_show_what_is_queued(
     queued: Callable[..., Store], tmp_path: Path
 ) -> None:
@@ -318,18 +340,39 @@ def test_two_stores_on_one_file_keep_the_bound_together(stores: Callable[..., Sq
     assert one.count() == two.count() == limit
 
 
+def arrived(n: int, when: float) -> Exchange:
+    """The n-th exchange, arrived at `when`: its id starts with that time, as `IdSource`'s do."""
+    micros = int(when * 1_000_000) + n
+    return exchange(f"{micros:016x}0a0b0c0d{n:04x}", started=micros / 1_000_000)
+
+
 def test_history_ttl_forgets_exchanges_older_than_it(stores: Callable[..., SqliteStore], tmp_path: Path) -> None:
     store = stores(ttl=60)
     now = time.time()
-    store.add(exchange(1, started=now - 120))
-    store.add(exchange(2, started=now))
-    assert ids_of(store.list(Query())) == [ident(2)]
-    assert store.get(ident(1)) is None
-    assert store.get(ident(2)) is not None
+    old, new, newer = arrived(1, now - 120), arrived(2, now), arrived(3, now)
+    store.add(old)
+    store.add(new)
+    assert ids_of(store.list(Query())) == [new.id]
+    assert store.get(old.id) is None
+    assert store.get(new.id) is not None
     assert store.count() == 1
-    store.add(exchange(3, started=now))
+    store.add(newer)
     with closing(sqlite3.connect(tmp_path / "echo.db")) as conn:  # and it is gone from the file too
-        assert [r[0] for r in conn.execute("SELECT id FROM exchanges ORDER BY id")] == [ident(2), ident(3)]
+        assert [r[0] for r in conn.execute("SELECT id FROM exchanges ORDER BY id")] == [new.id, newer.id]
+
+
+def test_history_ttl_goes_by_the_arrival_time_in_the_id_on_the_id_index(
+        stores: Callable[..., SqliteStore], tmp_path: Path) -> None:
+    store = stores(ttl=60)
+    now = time.time()
+    store.add_many([arrived(1, now - 61), arrived(2, now - 59)])
+    assert ids_of(store.list(Query())) == [arrived(2, now - 59).id]
+    with closing(sqlite3.connect(tmp_path / "echo.db")) as conn:
+        indexes = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")]
+        plan = " ".join(str(r[-1]) for r in conn.execute("EXPLAIN QUERY PLAN DELETE FROM exchanges WHERE id < ?",
+                                                            ("0",)))
+    assert "exchanges_started" not in indexes  # dropped by version 4: every row paid for it
+    assert "USING PRIMARY KEY" in plan or "sqlite_autoindex_exchanges_1" in plan, plan
 
 
 def test_clear_of_one_bin_keeps_the_others(stores: Callable[..., SqliteStore]) -> None:
@@ -450,10 +493,10 @@ def test_a_page_decodes_only_the_rows_sql_lets_through(
 def test_a_page_counts_only_exchanges_the_ttl_keeps(stores: Callable[..., SqliteStore]) -> None:
     store = stores(ttl=60)
     now = time.time()
-    store.add_many([exchange(1, started=now - 120), *(exchange(n, started=now) for n in (2, 3, 4))])
+    store.add_many([arrived(1, now - 120), *(arrived(n, now) for n in (2, 3, 4))])
     assert store.page(Query(limit=10), max_scan=3) == Page(store.list(Query()), 3, None)
     page = store.page(Query(limit=10, filter=parse("method:DELETE")), max_scan=2)
-    assert page == Page([], 2, ident(3))
+    assert page == Page([], 2, arrived(3, now).id)
 
 
 def test_a_page_through_the_store_url_is_the_store_s_bounded_page(queued: Callable[..., Store]) -> None:
@@ -495,6 +538,23 @@ def test_an_older_file_is_migrated_in_place(stores: Callable[..., SqliteStore], 
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
+def test_a_version_3_file_loses_the_started_index_and_keeps_its_exchanges(
+        stores: Callable[..., SqliteStore], tmp_path: Path) -> None:
+    path = tmp_path / "v3.db"
+    make_version_1(path, [exchange(1, "GET"), exchange(2, "POST")])
+    with closing(sqlite3.connect(path)) as conn, conn:
+        sqlite_store.MIGRATIONS[1](conn)
+        sqlite_store.MIGRATIONS[2](conn)  # as version 3 left it: the started index still there
+        conn.execute("PRAGMA user_version = 3")
+    store = stores(path)
+    assert ids_of(store.list(Query())) == [ident(2), ident(1)]
+    assert ids_of(store.list(Query(filter=parse("method:POST")))) == [ident(2)]
+    with closing(sqlite3.connect(path)) as conn, conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")]
+    assert "exchanges_started" not in names and "exchanges_bin" in names
+
+
 def test_a_version_2_file_gains_the_clears_and_a_clear_is_remembered(
         stores: Callable[..., SqliteStore], tmp_path: Path) -> None:
     path = tmp_path / "v2.db"
@@ -504,7 +564,7 @@ def test_a_version_2_file_gains_the_clears_and_a_clear_is_remembered(
         conn.execute("PRAGMA user_version = 2")
     store, other = stores(path), stores(path)
     with closing(sqlite3.connect(path)) as conn, conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
         assert conn.execute("SELECT count(*) FROM clears").fetchone()[0] == 0
     assert ids_of(store.list(Query())) == [ident(1)]
     early = IdSource().next()[0]

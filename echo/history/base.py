@@ -17,9 +17,11 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ..model.filter import Filter
 from ..model.records import Exchange
+from .codec import exchange_from_bytes
 
 STATUS_FILTER = re.compile(r"([1-5])(?:xx|XX)|([1-5]\d\d)")
 # A page of the API list: large enough for a screenful, small enough to stay fast.
@@ -103,6 +105,22 @@ class UnstorableError(StoreError):
     def __init__(self, message: str, skipped: int) -> None:
         super().__init__(message)
         self.skipped = skipped
+def add_by_preparing(store: Store, exchanges: Sequence[Exchange]) -> None:
+    """`add_many` for a store that writes prepared exchanges: those that can be
+    stored are written in one `add_prepared`, then UnstorableError names the rest."""
+    items: list[Prepared] = []
+    unstorable: list[str] = []
+    for exchange in exchanges:
+        try:
+            items.append(store.prepare(exchange))
+        except UnstorableError as exc:
+            unstorable.append(str(exc))
+    if items:
+        store.add_prepared(items)
+    if unstorable:
+        raise UnstorableError(unstorable[0], len(unstorable))
+
+
 class Counters(abc.ABC):
     """Named counters that every thread (and, in a shared store, every replica) sees alike.
 
@@ -169,6 +187,28 @@ def id_micros(exchange_id: str) -> int:
         return -1
 
 
+@dataclass(slots=True, eq=False)
+class Prepared:
+    """An exchange as a write-behind store will write it, made on the request's
+    thread (`Store.prepare`) so that the queue holds few objects.
+
+    A queued exchange lives until its batch is written: kept as records (about
+    20 objects, most of them tracked by the garbage collector) it is walked by
+    every collection meanwhile, while a backend's row of text, numbers and the
+    codec's bytes is a few untracked objects. Reads of the queue decode `data`
+    (or take `exchange`, kept by a backend that writes records as they are)."""
+
+    id: str
+    bin: str | None
+    fields: tuple[Any, ...]  # what the backend writes, in its own layout
+    data: bytes = b""  # the exchange in the codec's format (`codec.exchange_to_bytes`)
+    exchange: Exchange | None = None
+
+    def record(self) -> Exchange:
+        """The exchange itself; raises CodecError if `data` is not the codec's."""
+        return self.exchange if self.exchange is not None else exchange_from_bytes(self.data)
+
+
 class Store(abc.ABC):
     """A bounded, thread-safe history of exchanges, shared by every thread."""
 
@@ -188,6 +228,15 @@ class Store(abc.ABC):
         twice, so a batch retried after it was half written duplicates nothing."""
         for exchange in exchanges:
             self.add(exchange)
+
+    def prepare(self, exchange: Exchange) -> Prepared:
+        """The exchange as `add_prepared` writes it; raises UnstorableError (with
+        `skipped` 1) for one that can never be stored. By default the records."""
+        return Prepared(exchange.id, exchange.request.bin, (), exchange=exchange)
+
+    def add_prepared(self, items: Sequence[Prepared]) -> None:
+        """`add_many` of prepared exchanges, with its guarantees."""
+        self.add_many([item.record() for item in items])
 
     @abc.abstractmethod
     def get(self, exchange_id: str) -> Exchange | None:

@@ -55,7 +55,19 @@ from redis.retry import Retry
 
 from ..config import ConfigError, flag
 from ..model.records import Exchange
-from .base import CLEAR_MARK_SECONDS, Counters, Health, Page, Query, Store, StoreError, UnstorableError, clear_mark
+from .base import (
+    CLEAR_MARK_SECONDS,
+    Counters,
+    Health,
+    Page,
+    Prepared,
+    Query,
+    Store,
+    StoreError,
+    UnstorableError,
+    add_by_preparing,
+    clear_mark,
+)
 from .codec import CodecError, exchange_from_bytes, exchange_to_bytes
 
 log = logging.getLogger("echo")
@@ -388,27 +400,27 @@ class RedisStore(Store):
         self.add_many((exchange,))
 
     def add_many(self, exchanges: Sequence[Exchange]) -> None:
-        if self._limit <= 0 or not exchanges:
+        add_by_preparing(self, exchanges)
+
+    def prepare(self, exchange: Exchange) -> Prepared:
+        try:
+            data = exchange_to_bytes(exchange)
+        except CodecError as exc:
+            raise UnstorableError(str(exc), 1) from exc
+        request = exchange.request
+        fields = (exchange.id, data, _text(request.method.upper()), str(exchange.response.status),
+                  _text(request.path.lower()), _text(request.query_string.lower()), request.bin or "")
+        return Prepared(exchange.id, request.bin, fields, data=data)
+
+    def add_prepared(self, items: Sequence[Prepared]) -> None:
+        if self._limit <= 0 or not items:
             return
         keys = [self._index, self._clears]
         args: list[Any] = [*self._common(), self._limit]
-        unstorable: list[str] = []
-        for exchange in exchanges:
-            try:
-                data = exchange_to_bytes(exchange)
-            except CodecError as exc:
-                unstorable.append(str(exc))
-                continue
-            request = exchange.request
-            keys.append(self._xprefix + exchange.id)
-            args += [
-                exchange.id, data, _text(request.method.upper()), str(exchange.response.status),
-                _text(request.path.lower()), _text(request.query_string.lower()), request.bin or "",
-            ]
-        if len(keys) > 2:
-            self._call("add", lambda: self._add(keys=keys, args=args))
-        if unstorable:
-            raise UnstorableError(unstorable[0], len(unstorable))
+        for item in items:
+            keys.append(self._xprefix + item.id)
+            args += item.fields
+        self._call("add", lambda: self._add(keys=keys, args=args))
 
     def get(self, exchange_id: str) -> Exchange | None:
         data = self._call("get", lambda: self._client.hget(self._xprefix + exchange_id, "d"))

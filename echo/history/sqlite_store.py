@@ -27,11 +27,14 @@ transaction, so several processes starting together migrate it once); a newer
 one, a foreign SQLite file or a file that is not SQLite at all is refused with
 one `ConfigError` line, before anything is written to it.
 
-Writes. `add_many(exchanges)` writes a batch in one transaction on the
-caller's thread: insert (``INSERT OR REPLACE``, so writing an id again is
-harmless and a batch retried after a failure leaves the file as one write
-would), drop what `--history-ttl` has expired (by ``started``) and trim to
-`--history`, so no process can leave more in the file than its bound. `add`
+Writes. `prepare(exchange)` makes an exchange's row (its filter columns and
+record), on the recording thread when the write-behind queue holds it;
+`add_prepared(rows)`, and `add_many(exchanges)` through it, writes a batch in
+one transaction on the caller's thread: insert (``INSERT OR REPLACE``, so
+writing an id again is harmless and a batch retried after a failure leaves
+the file as one write would), drop what `--history-ttl` has expired (by id:
+an id starts with its arrival time, 16 hex digits of microseconds) and trim
+to `--history`, so no process can leave more in the file than its bound. `add`
 is `add_many` of one. One lock lets one thread of the store write at a time;
 another process's lock is waited on for at most `--store-timeout`
 (``busy_timeout``), then the call raises `StoreError`. Exchanges that can
@@ -73,7 +76,19 @@ from typing import Any, TypeVar
 from ..config import ConfigError, flag, sqlite_path
 from ..model.filter import Filter
 from ..model.records import Exchange
-from .base import CLEAR_MARK_SECONDS, Health, Page, Query, Store, StoreError, UnstorableError, clear_mark, id_micros
+from .base import (
+    CLEAR_MARK_SECONDS,
+    Health,
+    Page,
+    Prepared,
+    Query,
+    Store,
+    StoreError,
+    UnstorableError,
+    add_by_preparing,
+    clear_mark,
+    id_micros,
+)
 from .codec import CodecError, exchange_from_bytes, exchange_to_bytes
 
 log = logging.getLogger("echo")
@@ -82,7 +97,7 @@ T = TypeVar("T")
 
 # "ECHO" in ASCII: SQLite's application_id marks the file as Echo's history.
 APPLICATION_ID = 0x4543484F
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Exchanges per chunk while an older file is migrated: one chunk of full
 # --keep-body bodies stays a few tens of MB.
@@ -153,8 +168,15 @@ def _migrate_2_to_3(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE TABLE clears (bin TEXT PRIMARY KEY, mark INTEGER NOT NULL)")
 
 
+def _migrate_3_to_4(conn: sqlite3.Connection) -> None:
+    # --history-ttl goes by the id (which starts with the arrival time) on
+    # the id's own index: a third b-tree that every row was written into and
+    # deleted from served nothing else (36.1k -> 32.7k instructions per row).
+    conn.execute("DROP INDEX IF EXISTS exchanges_started")
+
+
 # from version -> the step to the next one
-MIGRATIONS = {1: _migrate_1_to_2, 2: _migrate_2_to_3}
+MIGRATIONS = {1: _migrate_1_to_2, 2: _migrate_2_to_3, 3: _migrate_3_to_4}
 
 
 def _clean(text: str) -> bool:
@@ -293,10 +315,10 @@ def _push_filter(where: _Where, found: Filter) -> None:
             where.add(f"(lossy OR {negate}(instr(path_lc, ?) > 0 OR instr(query_lc, ?) > 0))", needle, needle)
 
 
-def _where(query: Query, live_from: float | None) -> _Where:
+def _where(query: Query, live_from: str | None) -> _Where:
     where = _Where([], [])
     if live_from is not None:
-        where.add("started >= ?", live_from)
+        where.add("id >= ?", live_from)
     if query.before and _clean(query.before):  # otherwise compared in Python only
         where.add("id < ?", query.before)
     if query.method and _clean(query.method):
@@ -466,19 +488,18 @@ class SqliteStore(Store):
     def add_many(self, exchanges: Sequence[Exchange]) -> None:
         """Write these exchanges now, in one transaction: StoreError when the file refuses,
         UnstorableError (after writing the others) for those that can never be stored."""
-        if self._limit <= 0 or not exchanges:
-            return
-        rows = []
-        unstorable: list[str] = []
-        for exchange in exchanges:
-            try:
-                rows.append(_row(exchange))
-            except CodecError as exc:
-                unstorable.append(f"exchange {exchange.id}: {exc}")
-        if rows:
-            self._write(rows)
-        if unstorable:
-            raise UnstorableError(unstorable[0], len(unstorable))
+        add_by_preparing(self, exchanges)
+
+    def prepare(self, exchange: Exchange) -> Prepared:
+        try:
+            row = _row(exchange)
+        except CodecError as exc:
+            raise UnstorableError(f"exchange {exchange.id}: {exc}", 1) from exc
+        return Prepared(exchange.id, exchange.request.bin, row, data=row[-1])
+
+    def add_prepared(self, items: Sequence[Prepared]) -> None:
+        if self._limit > 0 and items:
+            self._write([item.fields for item in items])
 
     @contextlib.contextmanager
     def _transaction(self, what: str) -> Iterator[sqlite3.Connection]:
@@ -508,13 +529,17 @@ class SqliteStore(Store):
                 conn.execute(_INSERT + ", ".join([_ROW] * len(chunk)), list(chain.from_iterable(chunk)))
             live_from = self._live_from()
             if live_from is not None:
-                conn.execute("DELETE FROM exchanges WHERE started < ?", (live_from,))
+                conn.execute("DELETE FROM exchanges WHERE id < ?", (live_from,))
             conn.execute(_TRIM, (self._limit,))
 
     # ---- reading -----------------------------------------------------------
 
-    def _live_from(self) -> float | None:
-        return time.time() - self._ttl if self._ttl > 0 else None
+    def _live_from(self) -> str | None:
+        """With --history-ttl, the least id still kept: ids start with their
+        arrival time (`IdSource`), so the time's own 16 hex digits."""
+        if self._ttl <= 0:
+            return None
+        return f"{max(0, int((time.time() - self._ttl) * 1_000_000)):016x}"
 
     def _read(self, what: str, sql: str, params: Sequence[Any]) -> list[Any]:
         try:
@@ -539,7 +564,7 @@ class SqliteStore(Store):
         params: list[Any] = [exchange_id]
         live_from = self._live_from()
         if live_from is not None:
-            sql += " AND started >= ?"
+            sql += " AND id >= ?"
             params.append(live_from)
         rows = self._read("get", sql, params)
         return self._decode(rows[0][0], rows[0][1]) if rows else None
@@ -606,7 +631,7 @@ class SqliteStore(Store):
         # The kept exchanges in id order, before `before`: what the window is cut from.
         kept = _Where([], [])
         if live_from is not None:
-            kept.add("started >= ?", live_from)
+            kept.add("id >= ?", live_from)
         if query.before:
             kept.add("id < ?", query.before)
         found: list[Exchange] = []
@@ -669,7 +694,7 @@ class SqliteStore(Store):
         sql, params = "SELECT count(*) FROM exchanges", []
         live_from = self._live_from()
         if live_from is not None:
-            sql += " WHERE started >= ?"
+            sql += " WHERE id >= ?"
             params.append(live_from)
         return int(self._read("count", sql, params)[0][0])
 
