@@ -37,6 +37,7 @@ from echo.history import (
     buffered,
     make_store,
 )
+from echo.history.base import Prepared
 from echo.history.buffered import approximate_size
 from echo.history.codec import exchange_from_bytes, exchange_to_bytes
 from echo.history.redis_store import RedisStore
@@ -546,6 +547,25 @@ def test_redis_goes_behind_the_queue_and_memory_is_written_directly() -> None:
     finally:
         store.close()
     assert isinstance(make_store(StoreOptions(url="memory://", limit=10)), MemoryStore)
+
+
+def test_a_store_that_cannot_prepare_an_exchange_drops_it_and_the_add_returns(
+        queues: Callable[..., tuple[BufferedStore, Switch]], caplog: pytest.LogCaptureFixture) -> None:
+    queue, switch = queues()
+    prepare = switch.prepare
+
+    def broken(exchange: Exchange) -> Prepared:
+        if exchange.request.method == "PUT":
+            raise RuntimeError("a bug in the backend")
+        return prepare(exchange)
+
+    switch.prepare = broken  # type: ignore[method-assign]
+    queue.add(exchange(1, "PUT"))  # does not raise into the request that recorded it
+    queue.add(exchange(2))
+    assert queue.flush(SETTLE_SECONDS) == 0
+    assert switch.written() == [ident(2)]
+    assert queue.write_stats().dropped == 1
+    assert len(messages(caplog, "unexpected error preparing exchange")) == 1
 
 
 def test_the_recorder_counts_what_the_queue_dropped() -> None:

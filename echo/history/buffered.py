@@ -138,6 +138,11 @@ class BufferedStore(Store):
                 self.dropped += 1
             log.warning("history store: exchange %s dropped, it cannot be stored: %s", exchange.id, exc)
             return
+        except Exception:  # noqa: BLE001 - a bug in a backend must not fail the answer it records
+            with self._lock:
+                self.dropped += 1
+            log.exception("history store: unexpected error preparing exchange %s; dropped", exchange.id)
+            return
         # A store that wrote the codec's bytes has measured the exchange already.
         size = approximate_size(exchange) if item.exchange is not None else ENTRY_OVERHEAD + len(item.data)
         with self._lock:
