@@ -105,20 +105,6 @@ class UnstorableError(StoreError):
     def __init__(self, message: str, skipped: int) -> None:
         super().__init__(message)
         self.skipped = skipped
-def add_by_preparing(store: Store, exchanges: Sequence[Exchange]) -> None:
-    """`add_many` for a store that writes prepared exchanges: those that can be
-    stored are written in one `add_prepared`, then UnstorableError names the rest."""
-    items: list[Prepared] = []
-    unstorable: list[str] = []
-    for exchange in exchanges:
-        try:
-            items.append(store.prepare(exchange))
-        except UnstorableError as exc:
-            unstorable.append(str(exc))
-    if items:
-        store.add_prepared(items)
-    if unstorable:
-        raise UnstorableError(unstorable[0], len(unstorable))
 
 
 class Counters(abc.ABC):
@@ -304,3 +290,19 @@ class Store(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional: most backends hold nothing to release
         """Release connections; the default has none."""
+
+
+def add_by_preparing(store: Store, exchanges: Sequence[Exchange]) -> None:
+    """`add_many` for a store that writes prepared exchanges: those that can be
+    stored are written in one `add_prepared`, then UnstorableError names the rest."""
+    items: list[Prepared] = []
+    unstorable: list[str] = []
+    for exchange in exchanges:
+        try:
+            items.append(store.prepare(exchange))
+        except UnstorableError as exc:
+            unstorable.append(str(exc))
+    if items:
+        store.add_prepared(items)
+    if unstorable:
+        raise UnstorableError(unstorable[0], len(unstorable))

@@ -5,10 +5,11 @@ exchange to a queue, as the store will write it (`Store.prepare`: a row of
 text, numbers and the codec's bytes rather than the records), and returns,
 so no request waits on Redis (or a disk). An exchange that can never be
 stored is dropped and counted there and then. One writer thread drains the
-queue in batches through `store.add_prepared`, in arrival order. While the store fails, the batch stays at the head of the queue
-and is retried with backoff, so an outage loses nothing up to the bounds
-(--store-buffer exchanges, --store-buffer-bytes bytes); past them the oldest
-waiting are dropped, counted and logged once per outage. Batches are written
+queue in batches through `store.add_prepared`, in arrival order. While the
+store fails, the batch stays at the head of the queue and is retried with
+backoff, so an outage loses nothing up to the bounds (--store-buffer
+exchanges, --store-buffer-bytes bytes); past them the oldest waiting are
+dropped, counted and logged once per outage. Batches are written
 idempotently by id (`Store.add_many`), so one retried after it was half
 written keeps each exchange once.
 
@@ -26,6 +27,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 
 from ..config import flag
 from ..model.records import Exchange
@@ -133,15 +135,13 @@ class BufferedStore(Store):
         # while they wait (about 12k instructions per exchange on SQLite).
         try:
             item = self.store.prepare(exchange)
-        except UnstorableError as exc:
+        except Exception as exc:  # noqa: BLE001 - a bug in a backend must not fail the answer it records
             with self._lock:
                 self.dropped += 1
-            log.warning("history store: exchange %s dropped, it cannot be stored: %s", exchange.id, exc)
-            return
-        except Exception:  # noqa: BLE001 - a bug in a backend must not fail the answer it records
-            with self._lock:
-                self.dropped += 1
-            log.exception("history store: unexpected error preparing exchange %s; dropped", exchange.id)
+            if isinstance(exc, UnstorableError):
+                log.warning("history store: exchange %s dropped, it cannot be stored: %s", exchange.id, exc)
+            else:
+                log.exception("history store: unexpected error preparing exchange %s; dropped", exchange.id)
             return
         # A store that wrote the codec's bytes has measured the exchange already.
         size = approximate_size(exchange) if item.exchange is not None else ENTRY_OVERHEAD + len(item.data)
@@ -325,7 +325,7 @@ class BufferedStore(Store):
         that arrived later), hence the sort."""
         with self._lock:
             items = [entry.item for entry in self._queue]
-        items.sort(key=_by_id, reverse=True)
+        items.sort(key=attrgetter("id"), reverse=True)
         found: list[Exchange] = []
         looked = 0
         before = query.before
@@ -416,10 +416,6 @@ class BufferedStore(Store):
     def write_stats(self) -> WriteStats:
         with self._lock:
             return WriteStats(buffered=len(self._queue), errors=self.errors, dropped=self.dropped)
-
-
-def _by_id(item: Prepared) -> str:
-    return item.id
 
 
 def _record(item: Prepared) -> Exchange | None:
