@@ -23,6 +23,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -524,6 +525,24 @@ class TestCodec:
         assert data.startswith(b'{"v":1,') and data.isascii()
         again = exchange_from_bytes(data)
         assert again == original and again.request.json["n"][3] == 10**40
+
+    def test_read_only_controls_shared_by_exchanges_are_copied_once_and_written_as_they_are(self) -> None:
+        shared = MappingProxyType({"status": 201, "headers": [], "cookies": [], "delay": 0.25})
+        first, second = (dataclasses.replace(exchange(n), controls=shared) for n in (1, 2))
+        data = exchange_to_bytes(first)
+        assert data.startswith(b"[3,")
+        assert codec._SHARED[id(shared)][0] is shared  # held, so its id stays its own
+        again = exchange_from_bytes(exchange_to_bytes(second))
+        assert again == second and again.controls == dict(shared)
+        assert exchange_from_bytes(data) == first
+
+    def test_read_only_controls_that_are_not_finite_are_written_exactly_every_time(self) -> None:
+        shared = MappingProxyType({"status": 200, "delay": math.inf})
+        for n in (1, 2):  # the second from what the first left in _SHARED
+            original = dataclasses.replace(exchange(n), controls=shared)
+            data = exchange_to_bytes(original)
+            assert data.startswith(b'{"v":1,')
+            assert exchange_from_bytes(data).controls == {"status": 200, "delay": math.inf}
 
     @pytest.mark.parametrize("version", [1, 2])
     def test_a_document_an_older_echo_wrote_is_read(self, version: int) -> None:

@@ -251,14 +251,15 @@ def test_batches_are_written_in_arrival_order(queues: Callable[..., tuple[Buffer
     queue, switch = queues()
     switch.gate.clear()
     # Arrival order is not id order: a slow exchange is answered after newer ones.
-    arrival = [n for pair in zip(range(1, 250, 2), range(2, 251, 2), strict=True) for n in reversed(pair)]
+    total = buffered.BATCH * 5 // 2
+    arrival = [n for pair in zip(range(1, total, 2), range(2, total + 1, 2), strict=True) for n in reversed(pair)]
     for n in arrival:
         queue.add(exchange(n))
     switch.gate.set()
     assert queue.flush(SETTLE_SECONDS) == 0
     assert switch.written() == [ident(n) for n in arrival]
     assert all(len(batch) <= buffered.BATCH for batch in switch.batches)
-    assert len(switch.batches) >= 3  # 250 in batches, not one call each
+    assert len(switch.batches) >= 3  # two and a half batches' worth in batches, not one call each
     assert len(switch.batches) < len(arrival)
 
 
@@ -325,7 +326,8 @@ def test_health_stays_degraded_while_the_backlog_of_an_outage_is_written(
         queues: Callable[..., tuple[BufferedStore, Switch]]) -> None:
     queue, switch = queues()
     switch.down()
-    for n in range(150):
+    total = buffered.BATCH * 3 // 2
+    for n in range(total):
         queue.add(exchange(n))
     assert settle(lambda: switch.attempts >= 1)
     # One batch of the backlog is written, then the writer hangs: fewer than a
@@ -334,11 +336,11 @@ def test_health_stays_degraded_while_the_backlog_of_an_outage_is_written(
     switch.up()
     assert settle(lambda: len(switch.batches) == 1 and not switch.gate.is_set())
     health = queue.health()
-    assert (health.ok, health.buffered) == (False, 150 - buffered.BATCH)
+    assert (health.ok, health.buffered) == (False, total - buffered.BATCH)
     switch.gate.set()
     assert queue.flush(SETTLE_SECONDS) == 0
     assert queue.health().ok
-    assert switch.written() == [ident(n) for n in range(150)]
+    assert switch.written() == [ident(n) for n in range(total)]
 
 
 @pytest.mark.parametrize("extra", [0, 1, 5])

@@ -27,6 +27,8 @@ import base64
 import binascii
 import json
 import math
+import threading
+from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -53,8 +55,10 @@ _FIELDS_3 = (
 )
 
 _REQUEST_PAIRS = ("args", "headers", "cookies", "form")
-# Controls of these types are copied whole (the echo's own are one of them).
-_COPIED = (dict, MappingProxyType)
+# Read-only controls seen, by id: the mapping itself, its copy, whether it is finite.
+_SHARED: dict[int, tuple[Mapping[str, Any], dict[str, Any], bool]] = {}
+_SHARED_LIMIT = 255
+_SHARED_LOCK = threading.Lock()
 
 
 class CodecError(ValueError):
@@ -69,12 +73,10 @@ def exchange_to_bytes(exchange: Exchange) -> bytes:
     from_body = kept_json is JSON_FROM_BODY
     if from_body:
         kept_json = None
-    controls = exchange.controls
-    # A plain copy: `dict()` of a mapping proxy goes key by key, several times slower.
-    controls = controls.copy() if type(controls) in _COPIED else dict(controls)  # type: ignore[attr-defined]
+    controls, finite = _controls(exchange.controls)
     rule = None if exchange.rule is None else dict(exchange.rule)
     # orjson writes NaN and infinities as null: such an exchange is written exactly by json.
-    if (math.isfinite(request.started) and math.isfinite(exchange.duration_ms) and _finite_values(controls)
+    if (math.isfinite(request.started) and math.isfinite(exchange.duration_ms) and finite
             and (kept_json is None or _finite(kept_json)) and (rule is None or _finite_values(rule))):
         body, content, response_body = request.body, request.content, response.body
         try:
@@ -95,6 +97,28 @@ def exchange_to_bytes(exchange: Exchange) -> bytes:
         else:
             return b"".join((head, b"\n", body, content or b"", response_body or b""))
     return _exact(exchange, kept_json, controls, rule)
+
+
+def _controls(controls: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
+    """The controls as a dict orjson writes (it takes no mapping proxy), and
+    whether they are finite.
+
+    A read-only mapping shared by many exchanges (the echo's "no controls"
+    summary, most of them) is copied and checked once, then taken from
+    _SHARED: its copy is never written to, and the mapping is held there, so
+    its id is never another object's. Bounded: past _SHARED_LIMIT, copied each time."""
+    if type(controls) is MappingProxyType:
+        shared = _SHARED.get(id(controls))
+        if shared is not None:
+            return shared[1], shared[2]
+        copy = controls.copy()
+        finite = _finite_values(copy)
+        with _SHARED_LOCK:
+            if len(_SHARED) < _SHARED_LIMIT:
+                _SHARED.setdefault(id(controls), (controls, copy, finite))
+        return copy, finite
+    copy = dict(controls)  # of a dict, a copy as fast as `.copy()`
+    return copy, _finite_values(copy)
 
 
 def _exact(exchange: Exchange, kept_json: Any, controls: dict[str, Any], rule: dict[str, Any] | None) -> bytes:

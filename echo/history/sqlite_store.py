@@ -200,18 +200,20 @@ def _filter_columns(exchange: Exchange) -> tuple[Any, ...]:
     """method, path, path_lc, query_lc, bin, bin_path, status, remote_addr, rule, lossy."""
     request = exchange.request
     rule = None if exchange.rule is None else str(exchange.rule.get("name", ""))
-    texts = [request.method.upper(), request.path, request.path.lower(), request.query_string.lower(),
-             request.bin, request.bin_path, request.remote_addr, rule]
-    lossy = False
-    for text in texts:  # a loop, not all(...): this runs for every exchange written
-        if text is not None and not _clean(text):
-            lossy = True
-            break
+    method, path, query, bin_name, bin_path, remote_addr = (
+        request.method.upper(), request.path, request.query_string, request.bin, request.bin_path,
+        request.remote_addr)
+    # One check of every text at once: this runs for every exchange written,
+    # and nearly every one is ASCII without NUL, whose lowercase is too.
+    joined = "".join((method, path, query, remote_addr, bin_name or "", bin_path or "", rule or ""))
+    if joined.isascii() and "\x00" not in joined:
+        return (method, path, path.lower(), query.lower(), bin_name, bin_path, exchange.response.status,
+                remote_addr, rule, 0)
+    texts: list[str | None] = [method, path, path.lower(), query.lower(), bin_name, bin_path, remote_addr, rule]
+    lossy = not all(text is None or _clean(text) for text in texts)
     if lossy:
         texts = [None if text is None else _storable(text) for text in texts]
-    method, path, path_lc, query_lc, bin_name, bin_path, remote_addr, rule = texts
-    return (method, path, path_lc, query_lc, bin_name, bin_path, exchange.response.status, remote_addr, rule,
-            int(lossy))
+    return (*texts[:6], exchange.response.status, *texts[6:], int(lossy))
 
 
 _BIN = _COLUMNS.index("bin")
@@ -234,7 +236,8 @@ def _cleared(row: tuple[Any, ...], marks: dict[str, int]) -> bool:
 
 
 def _row(exchange: Exchange) -> tuple[Any, ...]:
-    if not _clean(exchange.id):
+    exchange_id = exchange.id
+    if not (exchange_id.isascii() and "\x00" not in exchange_id) and not _clean(exchange_id):
         raise CodecError(f"exchange id {exchange.id!r} cannot be a key")
     return (exchange.id, float(exchange.request.started), *_filter_columns(exchange), exchange_to_bytes(exchange))
 
