@@ -34,7 +34,7 @@ from typing import Any
 
 import orjson
 
-from ..model.records import JSON_FROM_BODY, Exchange, FileInfo, Pairs, RequestRecord, ResponseRecord
+from ..model.records import JSON_FROM_BODY, Exchange, FileInfo, Pairs, ParsedJSON, RequestRecord, ResponseRecord
 
 # Bumped whenever a field changes meaning; a reader refuses what it cannot read
 # rather than showing an exchange with fields silently missing.
@@ -69,8 +69,9 @@ def exchange_to_bytes(exchange: Exchange) -> bytes:
     """One exchange as version 3 where orjson is exact, else as version 1:
     ASCII with non-ASCII text escaped (so any str, even a lone surrogate, encodes)."""
     request, response = exchange.request, exchange.response
-    kept_json = request.kept_json
-    from_body = kept_json is JSON_FROM_BODY
+    # RequestRecord.kept_json without the property's call: this runs for every exchange written.
+    kept_json = request.json
+    from_body = kept_json is JSON_FROM_BODY or isinstance(kept_json, ParsedJSON)
     if from_body:
         kept_json = None
     controls, finite = _controls(exchange.controls)
@@ -84,7 +85,8 @@ def exchange_to_bytes(exchange: Exchange) -> bytes:
                 FORMAT_VERSION, request.id, request.started, request.method, request.url, request.path,
                 request.query_string, request.http_version, request.remote_addr, request.args, request.headers,
                 request.cookies, request.form,
-                [(f.field, f.filename, f.content_type, f.size, f.sha256) for f in request.files],
+                [(f.field, f.filename, f.content_type, f.size, f.sha256) for f in request.files]
+                if request.files else (),
                 kept_json, from_body, request.body_size, request.body_sha256, request.content_encoding,
                 request.errors, request.truncated, request.too_large,
                 response.status, response.headers, response.body_size, response.body_sha256,
@@ -95,6 +97,8 @@ def exchange_to_bytes(exchange: Exchange) -> bytes:
         except TypeError:  # orjson.JSONEncodeError: an int over 64 bits, a lone surrogate, deep nesting
             pass
         else:
+            if not (body or content or response_body):
+                return head + b"\n"  # most GETs: no bodies to join
             return b"".join((head, b"\n", body, content or b"", response_body or b""))
     return _exact(exchange, kept_json, controls, rule)
 

@@ -236,10 +236,11 @@ def _cleared(row: tuple[Any, ...], marks: dict[str, int]) -> bool:
 
 
 def _row(exchange: Exchange) -> tuple[Any, ...]:
-    exchange_id = exchange.id
+    request = exchange.request
+    exchange_id = request.id
     if not (exchange_id.isascii() and "\x00" not in exchange_id) and not _clean(exchange_id):
-        raise CodecError(f"exchange id {exchange.id!r} cannot be a key")
-    return (exchange.id, float(exchange.request.started), *_filter_columns(exchange), exchange_to_bytes(exchange))
+        raise CodecError(f"exchange id {exchange_id!r} cannot be a key")
+    return (exchange_id, float(request.started), *_filter_columns(exchange), exchange_to_bytes(exchange))
 
 
 # ---- filters pushed into SQL ------------------------------------------------
@@ -498,7 +499,7 @@ class SqliteStore(Store):
             row = _row(exchange)
         except CodecError as exc:
             raise UnstorableError(f"exchange {exchange.id}: {exc}", 1) from exc
-        return Prepared(exchange.id, exchange.request.bin, row, data=row[-1])
+        return Prepared(row[0], exchange.request.bin, row, row[-1])
 
     def add_prepared(self, items: Sequence[Prepared]) -> None:
         if self._limit > 0 and items:
