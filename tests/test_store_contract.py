@@ -33,7 +33,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from echo.config import ConfigError
-from echo.history import MemoryStore, Query, Store, StoreError, codec, redis_store, sqlite_store
+from echo.history import MemoryStore, Query, Store, StoreError, codec, packed, redis_store, sqlite_store
 from echo.history.codec import CodecError, exchange_from_bytes, exchange_to_bytes
 from echo.history.packed import Packed, pack, unpack
 from echo.history.redis_store import RedisStore
@@ -531,14 +531,15 @@ class TestCodec:
         first, second = (dataclasses.replace(exchange(n), controls=shared) for n in (1, 2))
         data = exchange_to_bytes(first)
         assert data.startswith(b"[3,")
-        assert codec._SHARED[id(shared)][0] is shared  # held, so its id stays its own
+        index = packed.shared_index(shared)
+        assert index is not None and packed._SHARED_CONTROLS[index] is shared  # held, so its id stays its own
         again = exchange_from_bytes(exchange_to_bytes(second))
         assert again == second and again.controls == dict(shared)
         assert exchange_from_bytes(data) == first
 
     def test_read_only_controls_that_are_not_finite_are_written_exactly_every_time(self) -> None:
         shared = MappingProxyType({"status": 200, "delay": math.inf})
-        for n in (1, 2):  # the second from what the first left in _SHARED
+        for n in (1, 2):  # the second from the copy the first left
             original = dataclasses.replace(exchange(n), controls=shared)
             data = exchange_to_bytes(original)
             assert data.startswith(b'{"v":1,')

@@ -27,14 +27,13 @@ import base64
 import binascii
 import json
 import math
-import threading
 from collections.abc import Mapping
-from types import MappingProxyType
 from typing import Any
 
 import orjson
 
 from ..model.records import JSON_FROM_BODY, Exchange, FileInfo, Pairs, ParsedJSON, RequestRecord, ResponseRecord
+from .packed import shared_index
 
 # Bumped whenever a field changes meaning; a reader refuses what it cannot read
 # rather than showing an exchange with fields silently missing.
@@ -55,10 +54,9 @@ _FIELDS_3 = (
 )
 
 _REQUEST_PAIRS = ("args", "headers", "cookies", "form")
-# Read-only controls seen, by id: the mapping itself, its copy, whether it is finite.
-_SHARED: dict[int, tuple[Mapping[str, Any], dict[str, Any], bool]] = {}
-_SHARED_LIMIT = 255
-_SHARED_LOCK = threading.Lock()
+# Of each shared read-only controls mapping (`packed.shared_index`): its copy
+# and whether it is finite.
+_SHARED_COPIES: dict[int, tuple[dict[str, Any], bool]] = {}
 
 
 class CodecError(ValueError):
@@ -108,19 +106,16 @@ def _controls(controls: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
     whether they are finite.
 
     A read-only mapping shared by many exchanges (the echo's "no controls"
-    summary, most of them) is copied and checked once, then taken from
-    _SHARED: its copy is never written to, and the mapping is held there, so
-    its id is never another object's. Bounded: past _SHARED_LIMIT, copied each time."""
-    if type(controls) is MappingProxyType:
-        shared = _SHARED.get(id(controls))
-        if shared is not None:
-            return shared[1], shared[2]
-        copy = controls.copy()
-        finite = _finite_values(copy)
-        with _SHARED_LOCK:
-            if len(_SHARED) < _SHARED_LIMIT:
-                _SHARED.setdefault(id(controls), (controls, copy, finite))
-        return copy, finite
+    summary, most of them) is copied and checked once: packing's table of
+    shared controls holds it, so its index stays its own, and its copy is
+    never written to. Any other mapping is copied each time."""
+    index = shared_index(controls)
+    if index is not None:
+        known = _SHARED_COPIES.get(index)
+        if known is None:
+            copy = dict(controls)
+            known = _SHARED_COPIES.setdefault(index, (copy, _finite_values(copy)))
+        return known
     copy = dict(controls)  # of a dict, a copy as fast as `.copy()`
     return copy, _finite_values(copy)
 

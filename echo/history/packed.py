@@ -69,10 +69,9 @@ _SHARED_LOCK = threading.Lock()
 _isfinite = math.isfinite
 
 
-def _controls_code(controls: Mapping[str, Any]) -> int | None:
-    """The head's controls byte, or None when they must be kept by reference."""
-    if type(controls) is dict and not controls:
-        return _EMPTY_DICT
+def shared_index(controls: Mapping[str, Any]) -> int | None:
+    """The index of a read-only mapping among the shared controls (`_SHARED_CONTROLS`),
+    registered at its first sight; None for any other mapping, or once the table is full."""
     if type(controls) is not MappingProxyType:
         return None
     index = _SHARED_INDEX.get(id(controls))
@@ -86,7 +85,15 @@ def _controls_code(controls: Mapping[str, Any]) -> int | None:
                 index = len(_SHARED_CONTROLS)
                 _SHARED_CONTROLS.append(controls)
                 _SHARED_INDEX[id(controls)] = index
-    return index + 1
+    return index
+
+
+def _controls_code(controls: Mapping[str, Any]) -> int | None:
+    """The head's controls byte, or None when they must be kept by reference."""
+    if type(controls) is dict and not controls:
+        return _EMPTY_DICT
+    index = shared_index(controls)
+    return None if index is None else index + 1
 
 
 def _files(files: tuple[FileInfo, ...]) -> list[tuple[str, str, str, int, str]]:

@@ -238,7 +238,7 @@ def _cleared(row: tuple[Any, ...], marks: dict[str, int]) -> bool:
 def _row(exchange: Exchange) -> tuple[Any, ...]:
     request = exchange.request
     exchange_id = request.id
-    if not (exchange_id.isascii() and "\x00" not in exchange_id) and not _clean(exchange_id):
+    if not _clean(exchange_id):
         raise CodecError(f"exchange id {exchange_id!r} cannot be a key")
     return (exchange_id, float(request.started), *_filter_columns(exchange), exchange_to_bytes(exchange))
 
