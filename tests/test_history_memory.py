@@ -5,6 +5,7 @@ records giving exactly what the slower ones gave."""
 from __future__ import annotations
 
 import dataclasses
+import gc
 import io
 import tracemalloc
 from types import MappingProxyType
@@ -63,6 +64,31 @@ def test_a_plain_exchange_is_one_bytes_object_and_comes_back_equal() -> None:
     again = unpack(kept)
     assert again == original
     assert again.controls is NO_CONTROLS  # a read-only shared summary comes back as itself
+
+
+@pytest.mark.parametrize(("content", "response_body", "controls"), [
+    (None, None, NO_CONTROLS), (b"decoded", None, NO_CONTROLS), (None, b"answer", {}), (b"", b"", {}),
+])
+def test_a_post_with_bodies_is_a_plain_tuple_the_collector_stops_tracking(
+    content: bytes | None, response_body: bytes | None, controls: Any,
+) -> None:
+    base = small_get(IdSource(), controls=controls)
+    request = dataclasses.replace(base.request, method="POST", body=b'{"a": 1}', json=ParsedJSON({"a": 1}),
+                                  content=content)
+    original = dataclasses.replace(base, request=request,
+                                   response=dataclasses.replace(base.response, body=response_body))
+    kept = pack(original)
+    assert type(kept) is tuple and len(kept) == 4
+    assert kept[1] is request.body and kept[2] is content and kept[3] is response_body  # bodies not copied
+    # Bytes and None alone: a long history is nothing for the collector's full passes to walk.
+    gc.collect()
+    assert not gc.is_tracked(kept)
+    again = unpack(kept)
+    assert again == dataclasses.replace(original, request=dataclasses.replace(request, json=JSON_FROM_BODY))
+    if controls is NO_CONTROLS:
+        assert again.controls is NO_CONTROLS
+    else:
+        assert again.controls == {} and again.controls is not controls
 
 
 def test_empty_dict_controls_come_back_as_a_new_dict_each_time() -> None:
@@ -215,5 +241,8 @@ def test_a_parsed_json_body_is_packed_at_any_limit_and_its_parsed_value_not_kept
     store = MemoryStore(10)
     store.add(exchange)
     kept = store._items[exchange.id]
-    assert isinstance(kept, Packed) and kept.json is JSON_FROM_BODY
+    # Bytes and bodies alone: the parsed value is not among what is kept.
+    assert type(kept) is tuple and all(part is None or type(part) is bytes for part in kept)
+    again = store.get(exchange.id)
+    assert again is not None and again.request.json is JSON_FROM_BODY
     assert store.get(exchange.id).request.json_value() == {"a": [1, 2]}

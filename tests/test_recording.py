@@ -5,6 +5,8 @@ The observer records after the response is built and never changes the echo:
 to --keep-body with their full size, SHA-256 and `truncated`, concurrent
 requests are each kept exactly once, the bound drops the oldest, inspector,
 static and health requests are not recorded, and --history 0 keeps nothing.
+The recorder's own cut, in process, takes the same table at the limit and
+limit+1 for every body it cuts.
 """
 
 from __future__ import annotations
@@ -18,6 +20,11 @@ from http.client import HTTPConnection
 from typing import Any
 
 import pytest
+
+from echo.history.memory import MemoryStore
+from echo.model.factory import make_exchange, make_request, make_response
+from echo.model.records import Exchange
+from echo.observe.recorder import Recorder
 
 from support import call
 
@@ -285,3 +292,34 @@ def test_recording_does_not_change_the_echo(redacting: Any) -> None:
     assert response["status"] == 201
     assert response["body"]["size"] == len(answer)
     assert response["body"]["sha256"] == hashlib.sha256(answer).hexdigest()
+
+
+# ---- the recorder's cut, in process -------------------------------------------------
+
+CUT = 8
+
+
+@pytest.mark.parametrize(("name", "exchange", "redact", "cut"), [
+    ("nothing to cut", make_exchange(make_request(body=b"b" * CUT)), (), False),
+    ("request body over", make_exchange(make_request(body=b"b" * (CUT + 1))), (), True),
+    ("body cut on the wire", make_exchange(make_request(body=b"b", too_large=True)), (), True),
+    ("content at the limit", make_exchange(make_request(body=b"z", content=b"c" * CUT)), (), False),
+    ("content over", make_exchange(make_request(body=b"z", content=b"c" * (CUT + 1))), (), True),
+    ("answer at the limit", make_exchange(response=make_response(body=b"r" * CUT)), (), False),
+    ("answer over", make_exchange(response=make_response(body=b"r" * (CUT + 1))), (), True),
+    ("redacted header absent", make_exchange(), ("x-secret",), False),
+    ("redacted header present", make_exchange(make_request(headers=(("X-Secret", "s"),))), ("x-secret",), True),
+])
+def test_the_recorder_keeps_an_exchange_as_it_is_unless_something_is_cut_or_hidden(
+    name: str, exchange: Exchange, redact: tuple[str, ...], cut: bool,
+) -> None:
+    recorder = Recorder(MemoryStore(10), 10, CUT, redact)
+    kept = recorder.for_history(exchange)
+    assert (kept is not exchange) is cut, name
+    recorder.observe(exchange)
+    stored = recorder.store.get(exchange.id)
+    assert stored is not None and stored == kept, name
+    request, response = stored.request, stored.response
+    assert len(request.body) <= CUT and (request.content is None or len(request.content) <= CUT), name
+    assert response.body is None or len(response.body) <= CUT, name
+    assert dict(request.headers).get("X-Secret") != "s", name

@@ -10,9 +10,12 @@ records equal, field for field, to the ones packed.
 
 An exchange with no body to keep, no parsed JSON of its own and controls that
 are empty or shared is that bytes object alone: the head says which of the
-few shared values it had (most GETs). Any other keeps its bodies as the bytes
-they are and its parsed JSON and controls by reference, in a `Packed` beside
-the bytes.
+few shared values it had (most GETs). One with bodies but nothing else to
+keep by reference (most POSTs) is a plain tuple of the bytes and its bodies
+(`Bodies`): built without running Python code (a dataclass's `__init__` is
+Python), and made of bytes and None alone, so the garbage collector stops
+tracking it and a long history adds nothing to its full collections. Any other keeps its parsed JSON and controls by
+reference too, in a `Packed` beside the bytes.
 
 The bytes are always a copy of orjson's output: orjson 3.13 returns a bytes
 object whose allocation stays at its 8 KiB working buffer whatever its length
@@ -48,10 +51,14 @@ class Packed:
     controls: Mapping[str, Any]
 
 
-Kept = Packed | bytes | Exchange
+# The packed bytes (head and fields), the request body, the decoded content
+# and the response body; the head says the JSON and the controls as for bytes alone.
+Bodies = tuple[bytes, bytes, bytes | None, bytes | None]
 
-# The head's first byte: what an exchange kept as bytes alone had in the
-# places a `Packed` keeps by reference.
+Kept = bytes | Bodies | Packed | Exchange
+
+# The head's first byte: what an exchange kept as bytes alone (all three) or
+# as `Bodies` (the first alone) had in the places a `Packed` keeps by reference.
 _JSON_FROM_BODY = 1  # json was JSON_FROM_BODY (else None)
 _CONTENT_EMPTY = 2  # content was b"" (else None)
 _RESPONSE_NONE = 4  # the response body was None (else b"")
@@ -128,25 +135,37 @@ def pack(exchange: Exchange) -> Kept:
         json = JSON_FROM_BODY
     controls = _SHARED_INDEX.get(id(exchange.controls))  # a shared mapping seen before, most often
     controls = _controls_code(exchange.controls) if controls is None else controls + 1
-    if (controls is not None and not request.body and (json is None or json is JSON_FROM_BODY)
-            and not content and not response_body):
-        flags = ((_JSON_FROM_BODY if json is not None else 0) | (_CONTENT_EMPTY if content is not None else 0)
-                 | (_RESPONSE_NONE if response_body is None else 0))
-        return bytes((flags, controls)) + fields  # the concatenation is the exact-size copy
+    if controls is not None and (json is None or json is JSON_FROM_BODY):
+        if not request.body and not content and not response_body:
+            flags = ((_JSON_FROM_BODY if json is not None else 0) | (_CONTENT_EMPTY if content is not None else 0)
+                     | (_RESPONSE_NONE if response_body is None else 0))
+            return bytes((flags, controls)) + fields  # the concatenation is the exact-size copy
+        return (bytes((_JSON_FROM_BODY if json is not None else 0, controls)) + fields,
+                request.body, content, response_body)
     return Packed(b"\0\0" + fields, request.body, content, response_body, json, exchange.controls)
 
 
 def unpack(kept: Kept) -> Exchange:
     if isinstance(kept, Exchange):
         return kept
+    content: bytes | None
+    response_body: bytes | None
+    json: Any
+    controls: Mapping[str, Any]
     if isinstance(kept, bytes):
         flags, code = kept[0], kept[1]
         fields = memoryview(kept)[2:]
         body = b""
-        content: bytes | None = b"" if flags & _CONTENT_EMPTY else None
-        response_body: bytes | None = None if flags & _RESPONSE_NONE else b""
-        json: Any = JSON_FROM_BODY if flags & _JSON_FROM_BODY else None
-        controls: Mapping[str, Any] = {} if code == _EMPTY_DICT else _SHARED_CONTROLS[code - 1]
+        content = b"" if flags & _CONTENT_EMPTY else None
+        response_body = None if flags & _RESPONSE_NONE else b""
+        json = JSON_FROM_BODY if flags & _JSON_FROM_BODY else None
+        controls = {} if code == _EMPTY_DICT else _SHARED_CONTROLS[code - 1]
+    elif isinstance(kept, tuple):
+        head, body, content, response_body = kept
+        flags, code = head[0], head[1]
+        fields = memoryview(head)[2:]
+        json = JSON_FROM_BODY if flags & _JSON_FROM_BODY else None
+        controls = {} if code == _EMPTY_DICT else _SHARED_CONTROLS[code - 1]
     else:
         fields = memoryview(kept.fields)[2:]
         body, content, response_body = kept.body, kept.content, kept.response_body
@@ -170,7 +189,7 @@ def unpack(kept: Kept) -> Exchange:
     return Exchange(request=request, response=response, controls=controls, duration_ms=duration_ms, rule=rule)
 
 
-def may_hold(kept: Packed | bytes, hints: tuple[bytes, ...]) -> bool:
+def may_hold(kept: bytes | Bodies | Packed, hints: tuple[bytes, ...]) -> bool:
     """False when the packed text lacks one of a filter's hints (`Filter.hints`): then
     the filter cannot hold and the exchange need not be unpacked (about 40 us) to say so.
 
@@ -179,7 +198,7 @@ def may_hold(kept: Packed | bytes, hints: tuple[bytes, ...]) -> bool:
     `bytes.lower()` and needs no decoding.
     """
     # Past the two-byte head, which is flags, not text.
-    text = (kept if isinstance(kept, bytes) else kept.fields)[2:]
+    text = (kept if isinstance(kept, bytes) else kept[0] if isinstance(kept, tuple) else kept.fields)[2:]
     text = text.lower() if text.isascii() else text.decode("utf-8").lower().encode("utf-8")
     for hint in hints:  # a loop, not all(...): this runs for every kept exchange a page scans
         if hint not in text:

@@ -80,6 +80,13 @@ class Recorder:
         secrets redacted. The exchange given is left as it was."""
         request, response = exchange.request, exchange.response
         keep = self.keep_body
+        # Most exchanges are kept as they are: say so before building anything.
+        # This runs on the request thread for every recorded exchange, where
+        # the two dicts below and the checks that fill them were paid for nothing.
+        if not (self.redact or request.too_large or len(request.body) > keep
+                or (request.content is not None and len(request.content) > keep)
+                or (response.body is not None and len(response.body) > keep)):
+            return exchange
         changes_req: dict[str, Any] = {}
         if len(request.body) > keep or request.too_large:
             changes_req["body"] = request.body[:keep]
