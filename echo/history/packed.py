@@ -14,8 +14,9 @@ few shared values it had (most GETs). One with bodies but nothing else to
 keep by reference (most POSTs) is a plain tuple of the bytes and its bodies
 (`Bodies`): built without running Python code (a dataclass's `__init__` is
 Python), and made of bytes and None alone, so the garbage collector stops
-tracking it and a long history adds nothing to its full collections. Any other keeps its parsed JSON and controls by
-reference too, in a `Packed` beside the bytes.
+tracking it and a long history adds nothing to its full collections. Any
+other keeps its parsed JSON and controls by reference too, in a `Packed`
+beside the bytes.
 
 The bytes are always a copy of orjson's output: orjson 3.13 returns a bytes
 object whose allocation stays at its 8 KiB working buffer whatever its length
@@ -136,12 +137,11 @@ def pack(exchange: Exchange) -> Kept:
     controls = _SHARED_INDEX.get(id(exchange.controls))  # a shared mapping seen before, most often
     controls = _controls_code(exchange.controls) if controls is None else controls + 1
     if controls is not None and (json is None or json is JSON_FROM_BODY):
+        flags = _JSON_FROM_BODY if json is not None else 0
         if not request.body and not content and not response_body:
-            flags = ((_JSON_FROM_BODY if json is not None else 0) | (_CONTENT_EMPTY if content is not None else 0)
-                     | (_RESPONSE_NONE if response_body is None else 0))
+            flags |= (_CONTENT_EMPTY if content is not None else 0) | (_RESPONSE_NONE if response_body is None else 0)
             return bytes((flags, controls)) + fields  # the concatenation is the exact-size copy
-        return (bytes((_JSON_FROM_BODY if json is not None else 0, controls)) + fields,
-                request.body, content, response_body)
+        return (bytes((flags, controls)) + fields, request.body, content, response_body)
     return Packed(b"\0\0" + fields, request.body, content, response_body, json, exchange.controls)
 
 
@@ -152,24 +152,21 @@ def unpack(kept: Kept) -> Exchange:
     response_body: bytes | None
     json: Any
     controls: Mapping[str, Any]
-    if isinstance(kept, bytes):
-        flags, code = kept[0], kept[1]
-        fields = memoryview(kept)[2:]
-        body = b""
-        content = b"" if flags & _CONTENT_EMPTY else None
-        response_body = None if flags & _RESPONSE_NONE else b""
-        json = JSON_FROM_BODY if flags & _JSON_FROM_BODY else None
-        controls = {} if code == _EMPTY_DICT else _SHARED_CONTROLS[code - 1]
-    elif isinstance(kept, tuple):
-        head, body, content, response_body = kept
+    if isinstance(kept, Packed):
+        fields = memoryview(kept.fields)[2:]
+        body, content, response_body = kept.body, kept.content, kept.response_body
+        json, controls = kept.json, kept.controls
+    else:
+        if isinstance(kept, bytes):  # no bodies: the head says which empty ones
+            head, body = kept, b""
+            content = b"" if kept[0] & _CONTENT_EMPTY else None
+            response_body = None if kept[0] & _RESPONSE_NONE else b""
+        else:
+            head, body, content, response_body = kept
         flags, code = head[0], head[1]
         fields = memoryview(head)[2:]
         json = JSON_FROM_BODY if flags & _JSON_FROM_BODY else None
         controls = {} if code == _EMPTY_DICT else _SHARED_CONTROLS[code - 1]
-    else:
-        fields = memoryview(kept.fields)[2:]
-        body, content, response_body = kept.body, kept.content, kept.response_body
-        json, controls = kept.json, kept.controls
     (exchange_id, started, method, url, path, query_string, http_version, remote_addr, args, headers, cookies,
      form, files, body_size, body_sha256, content_encoding, errors, truncated, too_large,
      status, response_headers, response_size, response_sha256, content_type, response_truncated,

@@ -80,19 +80,20 @@ class Recorder:
         secrets redacted. The exchange given is left as it was."""
         request, response = exchange.request, exchange.response
         keep = self.keep_body
+        cut_body = request.too_large or len(request.body) > keep
+        cut_content = request.content is not None and len(request.content) > keep
+        cut_response = response.body is not None and len(response.body) > keep
         # Most exchanges are kept as they are: say so before building anything.
         # This runs on the request thread for every recorded exchange, where
-        # the two dicts below and the checks that fill them were paid for nothing.
-        if not (self.redact or request.too_large or len(request.body) > keep
-                or (request.content is not None and len(request.content) > keep)
-                or (response.body is not None and len(response.body) > keep)):
+        # the two dicts below were built for nothing.
+        if not (cut_body or cut_content or cut_response or self.redact):
             return exchange
         changes_req: dict[str, Any] = {}
-        if len(request.body) > keep or request.too_large:
+        if cut_body:
             changes_req["body"] = request.body[:keep]
             changes_req["truncated"] = True
-        if request.content is not None and len(request.content) > keep:
-            changes_req["content"] = request.content[:keep]
+        if cut_content:
+            changes_req["content"] = (request.content or b"")[:keep]  # not None: cut_content
             changes_req["truncated"] = True
         if changes_req.get("truncated"):
             # json and form are parsed from the whole body: keeping them would keep
@@ -107,8 +108,8 @@ class Recorder:
                 if "cookie" in self.redact and request.cookies:
                     changes_req["cookies"] = tuple((name, REDACTED) for name, _ in request.cookies)
         changes_resp: dict[str, Any] = {}
-        if response.body is not None and len(response.body) > keep:
-            changes_resp["body"] = response.body[:keep]
+        if cut_response:
+            changes_resp["body"] = (response.body or b"")[:keep]  # not None: cut_response
             changes_resp["truncated"] = True
         if self.redact:
             headers = redact_pairs(response.headers, self.redact)
