@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import threading
 from contextlib import closing
 from http.client import HTTPConnection
@@ -21,9 +22,11 @@ from typing import Any
 
 import pytest
 
+from echo.history import StoreError
 from echo.history.memory import MemoryStore
 from echo.model.factory import make_exchange, make_request, make_response
-from echo.model.records import Exchange
+from echo.model.records import Exchange, IdSource
+from echo.observe.arrivals import Arrivals
 from echo.observe.recorder import Recorder
 
 from support import call
@@ -323,3 +326,41 @@ def test_the_recorder_keeps_an_exchange_as_it_is_unless_something_is_cut_or_hidd
     assert len(request.body) <= CUT and (request.content is None or len(request.content) <= CUT), name
     assert response.body is None or len(response.body) <= CUT, name
     assert dict(request.headers).get("X-Secret") != "s", name
+
+
+class Flaky(MemoryStore):
+    """A store written directly whose adds fail while `down`."""
+
+    def __init__(self) -> None:
+        super().__init__(10)
+        self.down = False
+
+    def add(self, exchange: Exchange) -> None:
+        if self.down:
+            raise StoreError("connection refused")
+        super().add(exchange)
+
+
+def test_a_store_written_directly_that_fails_counts_its_drops_and_says_so_once_each_way(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="echo")
+    store, arrivals = Flaky(), Arrivals()
+    recorder = Recorder(store, 10, CUT, (), arrivals=arrivals)
+    ids = IdSource()
+    recorder.observe(make_exchange(make_request(id=ids.next()[0])))
+    assert (arrivals.generation, recorder.dropped, recorder.errors) == (1, 0, 0)
+    store.down = True
+    for _ in range(3):
+        recorder.observe(make_exchange(make_request(id=ids.next()[0])))
+    assert (arrivals.generation, recorder.dropped, recorder.errors) == (1, 3, 3)  # no arrival for a drop
+    store.down = False
+    back = make_exchange(make_request(id=ids.next()[0]))
+    recorder.observe(back)
+    recorder.observe(make_exchange(make_request(id=ids.next()[0])))
+    assert store.get(back.id) == back and store.count() == 3
+    assert (arrivals.generation, recorder.dropped) == (3, 3)
+    said = [r.getMessage() for r in caplog.records if r.name == "echo"]
+    assert [m for m in said if "failing" in m] == [
+        "history store failing, exchanges are not being recorded: connection refused"]
+    assert [m for m in said if "is back" in m] == ["history store is back; 3 exchanges were not recorded"]

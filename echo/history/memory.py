@@ -58,11 +58,11 @@ class MemoryStore(Store):
         exchange_id = exchange.request.id
         with self._lock:
             ids, items = self._ids, self._items
-            if exchange_id in items:
+            if len(ids) == self._head or exchange_id > ids[-1]:
+                ids.append(exchange_id)  # newer than every kept id, so not among them
+            elif exchange_id in items:
                 items[exchange_id] = kept
                 return
-            if len(ids) == self._head or exchange_id > ids[-1]:
-                ids.append(exchange_id)
             else:
                 bisect.insort(ids, exchange_id, self._head)
             items[exchange_id] = kept

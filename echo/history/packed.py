@@ -75,6 +75,8 @@ _SHARED_INDEX: dict[int, int] = {}
 _SHARED_LIMIT = 255
 _SHARED_LOCK = threading.Lock()
 _isfinite = math.isfinite
+# Every two-byte head, by flags and controls code: looked up, not built, per exchange.
+_HEADS = tuple(tuple(bytes((flags, code)) for code in range(_SHARED_LIMIT + 1)) for flags in range(8))
 
 
 def shared_index(controls: Mapping[str, Any]) -> int | None:
@@ -140,8 +142,8 @@ def pack(exchange: Exchange) -> Kept:
         flags = _JSON_FROM_BODY if json is not None else 0
         if not request.body and not content and not response_body:
             flags |= (_CONTENT_EMPTY if content is not None else 0) | (_RESPONSE_NONE if response_body is None else 0)
-            return bytes((flags, controls)) + fields  # the concatenation is the exact-size copy
-        return (bytes((flags, controls)) + fields, request.body, content, response_body)
+            return _HEADS[flags][controls] + fields  # the concatenation is the exact-size copy
+        return (_HEADS[flags][controls] + fields, request.body, content, response_body)
     return Packed(b"\0\0" + fields, request.body, content, response_body, json, exchange.controls)
 
 

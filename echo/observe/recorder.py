@@ -66,8 +66,19 @@ class Recorder:
             exchange = self._without_credentials(exchange)
         for sink in self.sinks:
             sink(exchange)
-        if self.enabled:
-            self._add(self.for_history(exchange))
+        if not self.enabled:
+            return
+        # The store's add is called here, not through a helper: this runs on the
+        # request thread for every exchange, where each Python call is its price.
+        try:
+            self.store.add(self.for_history(exchange))
+        except StoreError as exc:
+            self._failed(exc)
+            return
+        if self.arrivals is not None:
+            self.arrivals.notify()
+        if self._failing:
+            self._back()
 
     def _without_credentials(self, exchange: Exchange) -> Exchange:
         headers = hide_credentials(exchange.request.headers, self.ui_auth)
@@ -125,24 +136,19 @@ class Recorder:
             response=dataclasses.replace(response, **changes_resp) if changes_resp else response,
         )
 
-    def _add(self, exchange: Exchange) -> None:
-        try:
-            self.store.add(exchange)
-        except StoreError as exc:
-            with self._lock:
-                self._errors += 1
-                self._dropped += 1
-                first, self._failing = not self._failing, True
-            if first:
-                log.error("history store failing, exchanges are not being recorded: %s", exc)
-            return
-        if self.arrivals is not None:
-            self.arrivals.notify()
-        if self._failing:
-            with self._lock:
-                back, self._failing = self._failing, False
-            if back:
-                log.warning("history store is back; %d exchanges were not recorded", self._dropped)
+    def _failed(self, exc: StoreError) -> None:
+        with self._lock:
+            self._errors += 1
+            self._dropped += 1
+            first, self._failing = not self._failing, True
+        if first:
+            log.error("history store failing, exchanges are not being recorded: %s", exc)
+
+    def _back(self) -> None:
+        with self._lock:
+            back, self._failing = self._failing, False
+        if back:
+            log.warning("history store is back; %d exchanges were not recorded", self._dropped)
 
 
 def _fit(pairs: Pairs, budget: int) -> Pairs:
